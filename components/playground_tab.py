@@ -17,6 +17,7 @@ from studio.settings import generation_defaults, load_defaults
 
 def _model_choices(ctx: AppContext) -> tuple[list[str], str | None]:
     ids = [e.id for e in ctx.registry.list_models() if e.problem is None]
+    default: str | None
     try:
         default = ctx.registry.resolve("default").id
     except Exception:

@@ -42,7 +42,13 @@ def _default_host() -> str:
 
 
 def _default_port() -> int:
-    return int(os.environ.get("GRADIO_SERVER_PORT") or load_defaults()["server"]["port"])
+    raw = os.environ.get("GRADIO_SERVER_PORT")
+    if raw:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"GRADIO_SERVER_PORT must be a port number 1-65535; got {raw!r}") from None
+    return int(load_defaults()["server"]["port"])
 
 
 class Settings(BaseSettings):
@@ -66,7 +72,9 @@ class Settings(BaseSettings):
     )
     hf_cache: Path | None = Field(default=None, description="Hugging Face hub cache; default HF_HUB_CACHE.")
     dtype: str = Field(default="auto", description="auto | bfloat16 | float16 | float32")
-    threads: int | None = Field(default=None, ge=1, description="torch intra-op threads; default all cores.")
+    threads: int | None = Field(
+        default=None, ge=1, description="torch intra-op threads; default: torch's own choice (all cores)."
+    )
 
     @field_validator("home", mode="after")
     @classmethod

@@ -108,7 +108,7 @@ class ChatCompletionRequest(_SamplingFields):
 
 class CompletionRequest(_SamplingFields):
     prompt: str | list[str]
-    logprobs: int | None = None  # legacy API: number of alternatives per token (0-5)
+    logprobs: int | None = None  # legacy API: number of alternatives per token (0-20)
     echo: bool = False
 
     @field_validator("prompt")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlmodel import Session, create_engine
 
 from studio.db.migrations import migrate
@@ -23,16 +24,38 @@ def make_engine(url: str) -> Engine:
         raise ValidationError(
             f"STUDIO_DATABASE_URL is not a database URL: {url!r} ({exc})", param="database_url"
         ) from None
+    if parsed.drivername in ("postgres", "postgres+psycopg"):  # Heroku-style URLs
+        parsed = parsed.set(drivername="postgresql")
     kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     elif parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3 is what we install
         kwargs["pool_pre_ping"] = True
-    engine = create_engine(parsed, **kwargs)
+    try:
+        engine = create_engine(parsed, **kwargs)
+    except (ArgumentError, NoSuchModuleError) as exc:
+        raise ValidationError(
+            f"STUDIO_DATABASE_URL names an unsupported database {parsed.drivername!r} "
+            f"(use sqlite:///path or postgresql://user@host/db): {exc}",
+            param="database_url",
+        ) from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        folder = Path(parsed.database).expanduser().parent
+        if not folder.is_dir():
+            raise ValidationError(
+                f"STUDIO_DATABASE_URL points into {folder}, which does not exist", param="database_url"
+            )
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
-    migrate(engine)
+    try:
+        migrate(engine)
+    except OperationalError as exc:
+        engine.dispose()
+        shown = parsed.render_as_string(hide_password=True)
+        raise ValidationError(
+            f"could not open the database {shown} (STUDIO_DATABASE_URL): {exc.orig}", param="database_url"
+        ) from None
     return engine
 
 
@@ -54,7 +77,7 @@ class Database:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A session whose work is committed on success and rolled back on any error."""
-        with Session(self.engine) as session:
+        with Session(self.engine, expire_on_commit=False) as session:
             try:
                 yield session
                 session.commit()

@@ -111,12 +111,16 @@ def field_help(name: str) -> str:
     field = SamplingParams.model_fields[name]
     text = field.description or ""
     lo = hi = None
+    exclusive = False
     for meta in field.metadata:
-        lo = getattr(meta, "ge", None) if getattr(meta, "ge", None) is not None else lo
-        lo = getattr(meta, "gt", None) if getattr(meta, "gt", None) is not None else lo
-        hi = getattr(meta, "le", None) if getattr(meta, "le", None) is not None else hi
-    if lo is not None and hi is not None:
-        text += f" Range {lo}–{hi}."
+        if getattr(meta, "ge", None) is not None:
+            lo = meta.ge
+        if getattr(meta, "gt", None) is not None:
+            lo, exclusive = meta.gt, True
+        if getattr(meta, "le", None) is not None:
+            hi = meta.le
+    if lo is not None and hi is not None and hi < 1e12:
+        text += f" Range: above {lo} up to {hi}." if exclusive else f" Range {lo}–{hi}."
     return text
 
 

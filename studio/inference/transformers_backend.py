@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 class TransformersEngine(Engine):
     backend = "transformers"
-    capabilities = EngineCapabilities(logprobs=True, attention=True, adapters=True, chat_template=True)
+    capabilities = EngineCapabilities(logprobs=True, attention=False, adapters=False, chat_template=True)
 
     def __init__(
         self,
@@ -56,11 +56,10 @@ class TransformersEngine(Engine):
             device = "cuda" if torch.cuda.is_available() else "cpu"
         torch_dtype = resolve_dtype(dtype, device)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-            self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype, local_files_only=True).to(
-                device
-            )
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            self.tokenizer: Any = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            model: Any = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype, local_files_only=True)
+            self.model: Any = model.to(device)
+        except Exception as exc:  # safetensors, tokenizers, torch each raise their own types
             raise ModelLoadError(f"could not load model '{model_id}' from {path}: {exc}") from exc
         self.model.eval()
         self._device = device
@@ -198,7 +197,7 @@ class TransformersEngine(Engine):
                 if params.top_logprobs:
                     values, indices = torch.topk(raw_logprobs[0], params.top_logprobs)
                     top = tuple(
-                        TopLogprob(self.tokenizer.decode([int(i)]), int(i), float(v))
+                        TopLogprob(str(self.tokenizer.decode([int(i)])), int(i), float(v))
                         for v, i in zip(values.tolist(), indices.tolist(), strict=True)
                     )
                 if next_id in self._eos_ids:
@@ -206,10 +205,10 @@ class TransformersEngine(Engine):
                     break
                 generated.append(next_id)
                 counts[next_id] = counts.get(next_id, 0) + 1
-                new_text = text_buf.update(self.tokenizer.decode(generated, skip_special_tokens=True))
+                new_text = text_buf.update(str(self.tokenizer.decode(generated, skip_special_tokens=True)))
                 yield TokenEvent(
                     token_id=next_id,
-                    token=self.tokenizer.decode([next_id]),
+                    token=str(self.tokenizer.decode([next_id])),
                     text=new_text,
                     logprob=float(raw_logprobs[0, next_id].item()),
                     top_logprobs=top,

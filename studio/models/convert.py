@@ -36,7 +36,7 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _source_stamp(gguf: Path) -> dict[str, object]:
+def source_stamp(gguf: Path) -> dict[str, object]:
     st = gguf.stat()
     return {"source": str(gguf), "source_size": st.st_size, "source_mtime": int(st.st_mtime)}
 
@@ -54,8 +54,8 @@ def is_converted(target: Path, entry: ModelEntry) -> bool:
         data = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    stamp = _source_stamp(entry.path)
-    return bool(data.get("source_size") == stamp["source_size"])
+    stamp = source_stamp(entry.path)
+    return bool(data.get("source_size") == stamp["source_size"] and data.get("source_mtime") == stamp["source_mtime"])
 
 
 def prepare_model(entry: ModelEntry, models_dir: Path) -> Path:
@@ -101,7 +101,7 @@ def convert_gguf(entry: ModelEntry, target: Path) -> None:
         model.save_pretrained(str(tmp))
         tok.save_pretrained(str(tmp))
         marker = {"id": entry.id, "repo": entry.repo, "filename": entry.filename, "quant": entry.quant}
-        marker.update(_source_stamp(gguf))  # type: ignore[arg-type]
+        marker.update(source_stamp(gguf))  # type: ignore[arg-type]
         (tmp / MARKER_FILE).write_text(json.dumps(marker, indent=2), encoding="utf-8")
         for p in tmp.iterdir():
             os.chmod(p, 0o644)

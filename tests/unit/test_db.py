@@ -145,11 +145,6 @@ def test_bad_url_is_a_validation_error_naming_database_url(url: str) -> None:
     assert info.value.status_code == 400
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: studio/db/engine.py:30 create_engine() is outside the try, so a parseable URL with an unknown "
-    "dialect (e.g. Heroku-style postgres://) escapes as sqlalchemy NoSuchModuleError, not a studio ValidationError",
-)
 @pytest.mark.parametrize("url", ["postgres://studio@localhost/studio", "nosuchdb://x"])
 def test_unknown_dialect_is_a_validation_error_naming_database_url(url: str) -> None:
     with pytest.raises(ValidationError) as info:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from studio.errors import ModelLoadError, ModelNotFoundError, NotFoundError
-from studio.models.convert import converted_dir, is_converted, prepare_model
+from studio.models.convert import converted_dir, is_converted, prepare_model, source_stamp
 from studio.models.registry import (
     MARKER_FILE,
     ModelRegistry,
@@ -363,19 +363,15 @@ def test_converted_dir_and_is_converted(registry: ModelRegistry, settings: Setti
     assert target == settings.models_dir / "acme--Tiny-GGUF--Q4_K_M"
     assert not is_converted(target, entry)
     make_hf_dir(target)
-    (target / MARKER_FILE).write_text(json.dumps({"id": entry.id, "source_size": 10}), encoding="utf-8")
+    marker = {"id": entry.id, **source_stamp(entry.path)}
+    (target / MARKER_FILE).write_text(json.dumps(marker), encoding="utf-8")
     assert is_converted(target, entry)
     assert prepare_model(entry, settings.models_dir) == target  # already converted: no torch, no work
-    (target / MARKER_FILE).write_text(json.dumps({"id": entry.id, "source_size": 11}), encoding="utf-8")
+    marker["source_size"] = 11
+    (target / MARKER_FILE).write_text(json.dumps(marker), encoding="utf-8")
     assert not is_converted(target, entry)  # the GGUF changed since: convert again
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: studio/models/registry.py:111 list_models() lets the converted copy in STUDIO_HOME/models (same id "
-    "via its marker, format 'hf') shadow a non-bundled GGUF, so prepare_model never re-checks is_converted and a "
-    "replaced GGUF keeps serving the stale conversion",
-)
 def test_changed_local_gguf_is_not_shadowed_by_its_stale_conversion(
     registry: ModelRegistry, settings: Settings
 ) -> None:
@@ -384,7 +380,8 @@ def test_changed_local_gguf_is_not_shadowed_by_its_stale_conversion(
     entry = registry.resolve(gguf.name)
     target = converted_dir(entry, settings.models_dir)
     make_hf_dir(target)
-    (target / MARKER_FILE).write_text(json.dumps({"id": entry.id, "source_size": 3}), encoding="utf-8")
+    stale = {"id": entry.id, **source_stamp(gguf), "source_size": 3}
+    (target / MARKER_FILE).write_text(json.dumps(stale), encoding="utf-8")
     assert not is_converted(target, entry)  # the conversion is stale...
     # ...so resolving the GGUF's id must still hand back the GGUF, letting prepare_model convert it again
     assert registry.resolve(gguf.name).format == "gguf"

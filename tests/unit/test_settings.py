@@ -156,11 +156,6 @@ def test_gradio_server_port_out_of_range_is_rejected(monkeypatch: pytest.MonkeyP
         Settings()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: studio/settings.py:45 _default_port calls int() on GRADIO_SERVER_PORT inside a default_factory, "
-    "so a non-number escapes as a bare ValueError that does not name the variable",
-)
 def test_non_numeric_gradio_server_port_error_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GRADIO_SERVER_PORT", "abc")
     with pytest.raises(Exception) as info:

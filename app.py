@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before anything imports torch
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # the studio never phones home
 
 import gradio as gr
 from fastapi import FastAPI
@@ -28,7 +29,7 @@ CSS = """
 
 def build_ui(ctx: AppContext) -> gr.Blocks:
     """The Blocks app with the six tabs, Playground selected."""
-    with gr.Blocks(title="Whetstone Studio") as demo:
+    with gr.Blocks(title="Whetstone Studio", analytics_enabled=False) as demo:
         gr.Markdown(f"## Whetstone Studio <small>v{__version__}</small>", elem_id="studio-title")
         with gr.Tabs(selected="playground", elem_id="studio-tabs"):
             tabs: dict[str, dict] = {}

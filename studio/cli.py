@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from studio.errors import StudioError
 from studio.settings import Settings
@@ -52,6 +53,124 @@ def cmd_models_prepare(args: argparse.Namespace) -> int:
     entry = ModelRegistry(settings).resolve(args.model)
     path = prepare_model(entry, settings.models_dir)
     print(f"{entry.id}: ready at {path}")
+    return 0
+
+
+def _resolver() -> Any:
+    from studio.aliases.resolve import AliasResolver
+    from studio.aliases.store import AliasStore
+    from studio.models.registry import ModelRegistry
+
+    settings = Settings()
+    return AliasResolver(AliasStore(settings.home / "aliases"), ModelRegistry(settings))
+
+
+def _print_warnings(report: Any) -> None:
+    for w in report.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+
+
+def cmd_alias_list(args: argparse.Namespace) -> int:
+    views = _resolver().list_aliases()
+    if args.json:
+        rows = [{**v.config.to_yaml_dict(), "source": v.source, "available": v.entry is not None} for v in views]
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = [("ALIAS", "SOURCE", "REPO", "FILENAME", "TEMPLATE", "PARAMS")]
+    for v in views:
+        c = v.config
+        params = ", ".join(f"{k}={val}" for k, val in c.request_params.model_dump(exclude_none=True).items())
+        table.append((c.alias, v.source, c.repo, c.filename or "-", c.chat_template or "-", params or "-"))
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    for r in table:
+        print("  ".join(col.ljust(w) for col, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_alias_show(args: argparse.Namespace) -> int:
+    from studio.aliases.service import export_alias
+
+    print(export_alias(_resolver(), args.name), end="")
+    return 0
+
+
+def cmd_alias_create(args: argparse.Namespace) -> int:
+    from studio.aliases.service import create_alias
+
+    cfg, report, path = create_alias(
+        _resolver(), args.name, args.model, template=args.template, assignments=args.set or []
+    )
+    _print_warnings(report)
+    print(f"saved alias '{cfg.alias}' to {path}")
+    return 0
+
+
+def cmd_alias_clone(args: argparse.Namespace) -> int:
+    from studio.aliases.service import clone_alias
+
+    cfg, report, path = clone_alias(_resolver(), args.source, args.new)
+    _print_warnings(report)
+    print(f"saved alias '{cfg.alias}' to {path}")
+    return 0
+
+
+def cmd_alias_delete(args: argparse.Namespace) -> int:
+    path = _resolver().store.delete(args.name)
+    print(f"deleted alias '{args.name}' ({path})")
+    return 0
+
+
+def cmd_alias_import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from studio.aliases.service import import_alias_files
+
+    for cfg, report in import_alias_files(_resolver(), [Path(f) for f in args.files]):
+        _print_warnings(report)
+        print(f"imported alias '{cfg.alias}'")
+    return 0
+
+
+def cmd_alias_export(args: argparse.Namespace) -> int:
+    from studio.aliases.service import export_alias
+
+    text = export_alias(_resolver(), args.name)
+    if args.output:
+        from studio.aliases.store import write_text_atomic
+
+        write_text_atomic(args.output, text)
+        print(f"wrote {args.output}")
+    else:
+        print(text, end="")
+    return 0
+
+
+def cmd_alias_validate(args: argparse.Namespace) -> int:
+    from studio.aliases.resolve import validate_alias
+    from studio.aliases.store import parse_alias_yaml
+
+    try:
+        with open(args.file, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        print(f"error: {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        data = None
+    if not isinstance(data, dict):
+        parse_alias_yaml(text, args.file)  # raises a ValidationError naming the file (and line)
+        return 1
+    _, report = validate_alias(data, _resolver())
+    for err in report.errors:
+        print(f"error: {args.file}: {err.param}: {err.message}", file=sys.stderr)
+    _print_warnings(report)
+    if report.errors:
+        return 1
+    print(f"{args.file}: ok")
     return 0
 
 
@@ -125,6 +244,38 @@ def build_parser() -> argparse.ArgumentParser:
     mp = msub.add_parser("prepare", help="convert a GGUF model to safetensors once (default: the default model)")
     mp.add_argument("model", nargs="?", default="default")
     mp.set_defaults(func=cmd_models_prepare)
+
+    alias = sub.add_parser("alias", help="named model configurations (STUDIO_HOME/aliases/*.yaml)")
+    asub = alias.add_subparsers(dest="alias_command", required=True)
+    al = asub.add_parser("list", help="user aliases, then one model alias per model found")
+    al.add_argument("--json", action="store_true")
+    al.set_defaults(func=cmd_alias_list)
+    ash = asub.add_parser("show", help="print an alias as YAML")
+    ash.add_argument("name")
+    ash.set_defaults(func=cmd_alias_show)
+    ac = asub.add_parser("create", help="create a user alias")
+    ac.add_argument("name")
+    ac.add_argument("--model", required=True, help="registry id, repo:QUANT, or a local path")
+    ac.add_argument("--template", help="built-in template id, 'embedded', or a repo id")
+    ac.add_argument("--set", action="append", metavar="KEY=VALUE", help="a request or context parameter")
+    ac.set_defaults(func=cmd_alias_create)
+    acl = asub.add_parser("clone", help="copy a user or model alias under a new name")
+    acl.add_argument("source")
+    acl.add_argument("new")
+    acl.set_defaults(func=cmd_alias_clone)
+    ad = asub.add_parser("delete", help="delete a user alias")
+    ad.add_argument("name")
+    ad.set_defaults(func=cmd_alias_delete)
+    ai = asub.add_parser("import", help="import alias YAML files (all are checked before any is written)")
+    ai.add_argument("files", nargs="+")
+    ai.set_defaults(func=cmd_alias_import)
+    ae = asub.add_parser("export", help="write an alias as YAML")
+    ae.add_argument("name")
+    ae.add_argument("-o", "--output", help="file to write (default: stdout)")
+    ae.set_defaults(func=cmd_alias_export)
+    av = asub.add_parser("validate", help="check an alias file; exits 1 and lists each field error")
+    av.add_argument("file")
+    av.set_defaults(func=cmd_alias_validate)
     return parser
 
 

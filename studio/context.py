@@ -37,6 +37,7 @@ class AppContext:
         row = RequestLog(
             request_id=done.request_id,
             model=done.model_id,
+            alias=done.alias,
             endpoint=done.endpoint,
             prompt_tokens=stats.prompt_tokens,
             completion_tokens=stats.completion_tokens,

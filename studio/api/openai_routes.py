@@ -18,7 +18,6 @@ from studio.api.schemas import ChatCompletionRequest, CompletionRequest
 from studio.context import AppContext
 from studio.inference.base import GenerationEnd, GenerationStart, StreamItem, TokenEvent
 from studio.inference.manager import GenerationHandle
-from studio.inference.params import make_sampling_params
 from studio.inference.stats import GenerationResult
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
@@ -82,7 +81,7 @@ async def _first_item(handle: GenerationHandle) -> tuple[AsyncIterator[StreamIte
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
     ctx = _ctx(request)
-    params = make_sampling_params(**body.sampling_overrides())
+    params = ctx.engines.params_for(body.model, **body.sampling_overrides())
     messages = [m.to_message() for m in body.messages]
     handle = ctx.engines.start_chat(body.model, messages, params, endpoint="openai.chat")
     cid = f"chatcmpl-{handle.id}"
@@ -164,7 +163,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
 @router.post("/completions", response_model=None)
 async def completions(body: CompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
     ctx = _ctx(request)
-    params = make_sampling_params(**body.sampling_overrides())
+    params = ctx.engines.params_for(body.model, **body.sampling_overrides())
     handle = ctx.engines.start_completion(body.model, body.prompt_text, params, endpoint="openai.completions")
     cid = f"cmpl-{handle.id}"
     created = int(time.time())

@@ -26,6 +26,15 @@ class ChatMessage:
 
 
 @dataclass(frozen=True)
+class ChatTemplateSpec:
+    """A chat template chosen by an alias. ``bos_token``/``eos_token`` None → the tokenizer's own."""
+
+    source: str
+    bos_token: str | None = None
+    eos_token: str | None = None
+
+
+@dataclass(frozen=True)
 class TopLogprob:
     token: str
     token_id: int
@@ -106,10 +115,12 @@ class Engine(abc.ABC):
         messages: Sequence[ChatMessage],
         params: SamplingParams,
         cancel: threading.Event,
+        chat_template: ChatTemplateSpec | None = None,
     ) -> Iterator[StreamItem]:
         """Yield one :class:`GenerationStart`, then :class:`TokenEvent`s, then one :class:`GenerationEnd`.
 
         ``cancel`` is checked between tokens; when set the stream ends with finish reason ``cancelled``.
+        ``chat_template`` replaces the model's own template when given.
         """
 
     @abc.abstractmethod

@@ -15,10 +15,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from studio.aliases.resolve import AliasResolver, ResolvedModel
+from studio.aliases.schema import AliasConfig
+from studio.aliases.store import AliasStore
 from studio.errors import GenerationError, StudioError
-from studio.inference.base import ChatMessage, Engine, LoadedModelInfo, StreamItem
-from studio.inference.params import SamplingParams
+from studio.inference.base import ChatMessage, ChatTemplateSpec, Engine, LoadedModelInfo, StreamItem
+from studio.inference.params import SamplingParams, make_sampling_params
 from studio.inference.stats import GenerationResult
 from studio.models.convert import prepare_model
 from studio.models.registry import ModelEntry, ModelRegistry
@@ -36,15 +40,24 @@ class FinishedGeneration:
     endpoint: str
     result: GenerationResult
     error: str | None
+    alias: str | None = None
 
 
 class GenerationHandle:
     """A running generation. Iterate it (sync or async) for stream items; ``cancel()`` stops it early."""
 
-    def __init__(self, request_id: str, model_id: str, cancel: threading.Event, owner: str | None = None) -> None:
+    def __init__(
+        self,
+        request_id: str,
+        model_id: str,
+        cancel: threading.Event,
+        owner: str | None = None,
+        alias: str | None = None,
+    ) -> None:
         self.id = request_id
         self.model_id = model_id
         self.owner = owner
+        self.alias = alias
         self._cancel = cancel
         self._queue: queue.Queue[object] = queue.Queue()
         self.result = GenerationResult()
@@ -97,6 +110,7 @@ class EngineManager:
     ) -> None:
         self.settings = settings
         self.registry = registry
+        self.resolver = AliasResolver(AliasStore(settings.home / "aliases"), registry)
         self.on_finish = on_finish
         self._engines: dict[str, Engine] = {}
         self._engine_locks: dict[str, threading.Lock] = {}
@@ -105,12 +119,20 @@ class EngineManager:
         self._active: dict[str, GenerationHandle] = {}
 
     # -- models --------------------------------------------------------------------------------------------
-    def resolve(self, name: str) -> ModelEntry:
-        return self.registry.resolve(name)
+    def resolve(self, name: str) -> ResolvedModel:
+        """Resolve a ``model`` name: user alias, then model alias / registry id, then a local path."""
+        return self.resolver.resolve(name)
+
+    def params_for(self, name: str, **request: Any) -> SamplingParams:
+        """Sampling parameters for a request: per-request values > the alias's request_params > defaults."""
+        resolved = self.resolver.resolve(name)
+        merged = resolved.sampling_overrides()
+        merged.update({k: v for k, v in request.items() if v is not None})
+        return make_sampling_params(**merged)
 
     def load(self, name: str) -> Engine:
         """Return the engine for ``name``, loading (and converting, once) if needed."""
-        entry = self.registry.resolve(name)
+        entry = self.resolver.resolve(name).entry
         with self._lock:
             if entry.id in self._engines:
                 return self._engines[entry.id]
@@ -134,7 +156,7 @@ class EngineManager:
 
     def unload(self, name: str) -> bool:
         """Unload a model (waits for its running generation). Returns False when it was not loaded."""
-        model_id = self.registry.resolve(name).id if name not in self._engines else name
+        model_id = name if name in self._engines else self.resolver.resolve(name).entry.id
         with self._lock:
             engine = self._engines.get(model_id)
             lock = self._engine_locks.get(model_id)
@@ -167,12 +189,31 @@ class EngineManager:
         ``owner`` tags the generation (e.g. a browser session) so :meth:`cancel_owner` can stop it.
         """
         msgs = list(messages)
-        return self._start(model, endpoint, owner, lambda e, c: e.stream_chat(msgs, params, c))
+        resolved = self.resolver.resolve(model)
+        template = self.template_for(resolved.chat_template, resolved.entry)
+        return self._start(resolved, endpoint, owner, lambda e, c: e.stream_chat(msgs, params, c, template))
+
+    def start_alias_trial(
+        self,
+        alias: AliasConfig,
+        messages: Sequence[ChatMessage],
+        *,
+        endpoint: str = "aliases.try",
+        owner: str | None = None,
+    ) -> GenerationHandle:
+        """Generate with an alias configuration that is not saved (the Aliases tab's "Try")."""
+        entry = self.resolver.entry_for(alias)
+        params = make_sampling_params(**alias.request_params.sampling_overrides())
+        template = self.template_for(alias.chat_template, entry)
+        resolved = ResolvedModel(entry, alias, "user")
+        msgs = list(messages)
+        return self._start(resolved, endpoint, owner, lambda e, c: e.stream_chat(msgs, params, c, template))
 
     def start_completion(
         self, model: str, prompt: str, params: SamplingParams, *, endpoint: str = "api", owner: str | None = None
     ) -> GenerationHandle:
-        return self._start(model, endpoint, owner, lambda e, c: e.stream_completion(prompt, params, c))
+        resolved = self.resolver.resolve(model)
+        return self._start(resolved, endpoint, owner, lambda e, c: e.stream_completion(prompt, params, c))
 
     def chat(self, model: str, messages: Sequence[ChatMessage], params: SamplingParams) -> GenerationResult:
         """Generate a whole chat reply (blocking)."""
@@ -192,15 +233,31 @@ class EngineManager:
             h.cancel()
         return len(handles)
 
+    def template_for(self, spec: str | None, entry: ModelEntry) -> ChatTemplateSpec | None:
+        """The template an alias's ``chat_template`` names, or None for the model's own."""
+        if not spec:
+            return None
+        from studio.aliases.templates import BUILTIN_TEMPLATES, resolve_template_source, template_info
+
+        model_dir = entry.path if entry.format == "hf" else None
+        source, _stops = resolve_template_source(spec, model_dir=model_dir, hf_cache=self.settings.hf_cache_dir)
+        if source is None:
+            return None
+        if spec.strip().lower() in BUILTIN_TEMPLATES:
+            info = template_info(spec.strip().lower())
+            return ChatTemplateSpec(source, info.bos_token, info.eos_token)
+        return ChatTemplateSpec(source)
+
     def _start(
         self,
-        model: str,
+        resolved: ResolvedModel,
         endpoint: str,
         owner: str | None,
         run: Callable[[Engine, threading.Event], Iterator[StreamItem]],
     ) -> GenerationHandle:
-        entry = self.registry.resolve(model)  # fail fast (404) before any thread starts
-        handle = GenerationHandle(uuid.uuid4().hex, entry.id, threading.Event(), owner)
+        entry = resolved.entry  # resolved before any thread starts, so an unknown name fails fast (404)
+        alias_name = resolved.alias.alias if resolved.alias is not None else entry.id
+        handle = GenerationHandle(uuid.uuid4().hex, entry.id, threading.Event(), owner, alias_name)
         self._active[handle.id] = handle
         submitted = time.perf_counter()
 
@@ -224,7 +281,9 @@ class EngineManager:
                 self._active.pop(handle.id, None)
                 if self.on_finish is not None and handle.result.start is not None:
                     try:
-                        self.on_finish(FinishedGeneration(handle.id, entry.id, endpoint, handle.result, error))
+                        self.on_finish(
+                            FinishedGeneration(handle.id, entry.id, endpoint, handle.result, error, alias_name)
+                        )
                     except Exception:
                         log.exception("could not record finished generation")
             log.debug("generation %s took %.2fs", handle.id, time.perf_counter() - submitted)

@@ -18,6 +18,7 @@ from typing import Any
 from studio.errors import ModelLoadError, ValidationError
 from studio.inference.base import (
     ChatMessage,
+    ChatTemplateSpec,
     Engine,
     EngineCapabilities,
     GenerationEnd,
@@ -93,8 +94,21 @@ class TransformersEngine(Engine):
         return ids
 
     # -- prompts -------------------------------------------------------------------------------------------
-    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
-        """The prompt text the model's own chat template makes of ``messages``."""
+    def render_chat(self, messages: Sequence[ChatMessage], chat_template: ChatTemplateSpec | None = None) -> str:
+        """The prompt text the chat template (the model's own unless ``chat_template`` is given) makes of
+        ``messages``."""
+        if chat_template is not None:
+            from studio.aliases.templates import render_chat_template
+
+            bos = chat_template.bos_token if chat_template.bos_token is not None else self.tokenizer.bos_token
+            eos = chat_template.eos_token if chat_template.eos_token is not None else self.tokenizer.eos_token
+            return render_chat_template(
+                chat_template.source,
+                [{"role": m.role, "content": m.content} for m in messages],
+                add_generation_prompt=True,
+                bos_token=str(bos or ""),
+                eos_token=str(eos or ""),
+            )
         if not getattr(self.tokenizer, "chat_template", None):
             raise ValidationError(
                 f"model '{self._info.model_id}' has no chat template; use /v1/completions with a raw prompt",
@@ -111,10 +125,14 @@ class TransformersEngine(Engine):
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def stream_chat(
-        self, messages: Sequence[ChatMessage], params: SamplingParams, cancel: threading.Event
+        self,
+        messages: Sequence[ChatMessage],
+        params: SamplingParams,
+        cancel: threading.Event,
+        chat_template: ChatTemplateSpec | None = None,
     ) -> Iterator[StreamItem]:
         started = time.perf_counter()
-        prompt = self.render_chat(messages)
+        prompt = self.render_chat(messages, chat_template)
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         return self._stream_ids(ids, params, cancel, started)
 

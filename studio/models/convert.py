@@ -9,6 +9,7 @@ converting the same model at once.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -24,6 +25,8 @@ from studio.models.registry import MARKER_FILE, ModelEntry, check_hf_dir, safe_n
 
 log = logging.getLogger(__name__)
 
+_STAMP_BYTES = 4 * 1024 * 1024
+
 
 @contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
@@ -37,8 +40,16 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 
 def source_stamp(gguf: Path) -> dict[str, object]:
-    st = gguf.stat()
-    return {"source": str(gguf), "source_size": st.st_size, "source_mtime": int(st.st_mtime)}
+    """Identifies a GGUF file's content cheaply: size plus a hash of its first and last 4 MiB (not mtime,
+    so two checkouts sharing one STUDIO_HOME do not reconvert each other's copy of the same file)."""
+    size = gguf.stat().st_size
+    digest = hashlib.sha256()
+    with open(gguf, "rb") as fh:
+        digest.update(fh.read(_STAMP_BYTES))
+        if size > 2 * _STAMP_BYTES:
+            fh.seek(size - _STAMP_BYTES)
+        digest.update(fh.read(_STAMP_BYTES))
+    return {"source": str(gguf), "source_size": size, "source_sha256_ends": digest.hexdigest()}
 
 
 def converted_dir(entry: ModelEntry, models_dir: Path) -> Path:
@@ -55,7 +66,10 @@ def is_converted(target: Path, entry: ModelEntry) -> bool:
     except (OSError, ValueError):
         return False
     stamp = source_stamp(entry.path)
-    return bool(data.get("source_size") == stamp["source_size"] and data.get("source_mtime") == stamp["source_mtime"])
+    return bool(
+        data.get("source_size") == stamp["source_size"]
+        and data.get("source_sha256_ends") == stamp["source_sha256_ends"]
+    )
 
 
 def prepare_model(entry: ModelEntry, models_dir: Path) -> Path:

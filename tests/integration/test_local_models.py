@@ -112,7 +112,7 @@ def test_model_in_hf_cache_resolves_by_repo_id_through_refs_main(
     stale.mkdir()
     (stale / "config.json").write_text('{"model_type": "llama"}', encoding="utf-8")
 
-    entry = manager.resolve("org/cached")
+    entry = manager.resolve("org/cached").entry
     assert entry.source == "hf_cache"
     assert entry.snapshot == "abc123"
     assert entry.path == repo_dir / "snapshots" / "abc123"

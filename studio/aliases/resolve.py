@@ -1,0 +1,195 @@
+"""Alias validation and resolution.
+
+Resolution order for a ``model`` name: ``default`` → the configured default; user aliases; model aliases
+(one per registry entry: its id, e.g. ``repo:QUANT`` for GGUF files); a local path. Parameters merge as
+per-request > alias ``request_params`` > studio defaults.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import ValidationError as PydanticValidationError
+
+from studio.aliases.schema import AliasConfig
+from studio.aliases.store import AliasStore
+from studio.errors import ModelNotFoundError, StudioError, ValidationError
+from studio.inference.params import SamplingParams, validation_error_from_pydantic
+from studio.models.registry import ModelEntry, ModelRegistry
+from studio.settings import generation_defaults
+
+AliasSource = Literal["user", "model"]
+
+
+@dataclass(frozen=True)
+class AliasView:
+    """An alias as listed: user aliases from files, model aliases derived from the registry."""
+
+    config: AliasConfig
+    source: AliasSource
+    entry: ModelEntry | None  # the registry entry it points at (None when the model is missing)
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    entry: ModelEntry
+    alias: AliasConfig | None
+    source: AliasSource | None
+
+    def sampling_overrides(self) -> dict[str, Any]:
+        return self.alias.request_params.sampling_overrides() if self.alias else {}
+
+    @property
+    def chat_template(self) -> str | None:
+        return self.alias.chat_template if self.alias else None
+
+
+@dataclass
+class ValidationReport:
+    errors: list[ValidationError] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def raise_first(self) -> None:
+        if self.errors:
+            raise self.errors[0]
+
+
+def model_alias(entry: ModelEntry) -> AliasConfig:
+    return AliasConfig(
+        alias=entry.id, repo=entry.repo or str(entry.path), filename=entry.filename, snapshot=entry.snapshot
+    )
+
+
+class AliasResolver:
+    def __init__(self, store: AliasStore, registry: ModelRegistry) -> None:
+        self.store = store
+        self.registry = registry
+
+    def list_aliases(self) -> list[AliasView]:
+        """User aliases first, then one model alias per usable registry entry."""
+        entries = [e for e in self.registry.list_models() if e.problem is None]
+        out = [AliasView(cfg, "user", self._find_entry(cfg, entries)) for cfg in self.store.load_all()[0]]
+        out += [AliasView(model_alias(e), "model", e) for e in entries]
+        return out
+
+    def _find_entry(self, cfg: AliasConfig, entries: list[ModelEntry]) -> ModelEntry | None:
+        for e in entries:
+            if cfg.filename:
+                if e.filename == cfg.filename and (e.repo == cfg.repo or e.id == cfg.repo):
+                    return e
+            elif e.id == cfg.repo or (e.repo == cfg.repo and e.format == "hf"):
+                return e
+        if cfg.filename is None:
+            try:
+                return self.registry.resolve(cfg.repo)
+            except StudioError:
+                return None
+        return None
+
+    def entry_for(self, cfg: AliasConfig) -> ModelEntry:
+        entry = self._find_entry(cfg, self.registry.list_models())
+        if entry is None:
+            what = f"{cfg.repo}/{cfg.filename}" if cfg.filename else cfg.repo
+            raise ModelNotFoundError(
+                f"alias '{cfg.alias}' points at model '{what}', which is not on this machine. "
+                f"Looked in: {'; '.join(self.registry.searched_locations())}",
+                param="repo",
+            )
+        return entry
+
+    def resolve(self, name: str) -> ResolvedModel:
+        """Resolve a request's ``model`` field; unknown names get a 404 listing close matches."""
+        requested = name.strip()
+        if requested == "default":
+            requested = self.registry.settings.default_model
+        user = self.store.get(requested)
+        if user is not None:
+            return ResolvedModel(self.entry_for(user), user, "user")
+        try:
+            entry = self.registry.resolve(requested)
+        except ModelNotFoundError:
+            names = [v.config.alias for v in self.list_aliases()]
+            close = difflib.get_close_matches(requested, names, n=3, cutoff=0.5)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise ModelNotFoundError(
+                f"model or alias '{name}' not found.{hint} Known: {', '.join(names) or 'none'}."
+            ) from None
+        return ResolvedModel(entry, None, "model")
+
+
+def validate_alias(
+    data: dict[str, Any] | AliasConfig,
+    resolver: AliasResolver,
+    *,
+    editing: str | None = None,
+) -> tuple[AliasConfig | None, ValidationReport]:
+    """Check an alias before saving: shape and types, ranges, model present, template known, name unique.
+    Conflicting settings are warnings."""
+    report = ValidationReport()
+    if isinstance(data, AliasConfig):
+        cfg = data
+    else:
+        try:
+            cfg = AliasConfig.model_validate(data)
+        except PydanticValidationError as exc:
+            for err in exc.errors():
+                single = PydanticValidationError.from_exception_data(exc.title, [err])  # type: ignore[list-item]
+                report.errors.append(validation_error_from_pydantic(single))
+            return None, report
+    overrides = cfg.request_params.sampling_overrides()
+    try:
+        SamplingParams(**overrides)
+    except PydanticValidationError as exc:
+        for err in exc.errors():
+            single = PydanticValidationError.from_exception_data(exc.title, [err])  # type: ignore[list-item]
+            report.errors.append(validation_error_from_pydantic(single, prefix="request_params."))
+    entry: ModelEntry | None = None
+    try:
+        entry = resolver.entry_for(cfg)
+    except ModelNotFoundError as exc:
+        report.errors.append(ValidationError(exc.message, param="repo"))
+    if cfg.chat_template:
+        from studio.aliases.templates import resolve_template_source
+
+        try:
+            resolve_template_source(
+                cfg.chat_template,
+                model_dir=entry.path if entry is not None and entry.format == "hf" else None,
+                hf_cache=resolver.registry.settings.hf_cache_dir,
+            )
+        except ValidationError as exc:
+            report.errors.append(exc)
+    if cfg.alias != editing and resolver.store.get(cfg.alias) is not None:
+        report.errors.append(ValidationError(f"an alias named '{cfg.alias}' already exists", param="alias"))
+    report.warnings.extend(conflict_warnings(cfg))
+    return cfg, report
+
+
+def conflict_warnings(cfg: AliasConfig) -> list[str]:
+    """Settings that are allowed but probably not what the user wants."""
+    defaults = generation_defaults()
+    rp, cp = cfg.request_params, cfg.context_params
+    out: list[str] = []
+    if (
+        rp.temperature is not None
+        and rp.top_p is not None
+        and rp.temperature != defaults.get("temperature")
+        and rp.top_p != defaults.get("top_p")
+    ):
+        out.append("temperature and top_p are both changed from their defaults; usually tune one of them")
+    if rp.temperature == 0 and rp.seed is not None:
+        out.append("temperature 0 is greedy decoding: the seed has no effect")
+    max_tokens = rp.max_tokens
+    if max_tokens is not None and cp.n_ctx is not None and max_tokens > cp.n_ctx:
+        out.append(f"max_tokens ({max_tokens}) is larger than the context window n_ctx ({cp.n_ctx})")
+    if cp.n_predict is not None and max_tokens is not None and cp.n_predict not in (-1,) and max_tokens > cp.n_predict:
+        out.append(f"max_tokens ({max_tokens}) is larger than n_predict ({cp.n_predict}); n_predict caps it")
+    if cp.n_keep is not None and cp.n_ctx is not None and cp.n_keep > cp.n_ctx:
+        out.append(f"n_keep ({cp.n_keep}) is larger than n_ctx ({cp.n_ctx})")
+    return out

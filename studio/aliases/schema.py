@@ -1,0 +1,102 @@
+"""The alias file schema (ARCHITECTURE.md "Alias file"): one pydantic model for the YAML file, the UI form,
+the CLI and the API. Ranges of request parameters are those of :class:`SamplingParams`, checked in
+:func:`validate_alias` so an error names ``request_params.<field>``."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+ALIAS_NAME_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,256}$")
+
+Engine = Literal["auto", "transformers", "vllm", "llamacpp", "remote"]
+Dtype = Literal["auto", "bfloat16", "float16", "float32"]
+
+
+class ContextParams(BaseModel):
+    """Performance & Resources: how the model is loaded and served."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_threads: int | None = Field(None, ge=1, le=512, description="CPU threads used for computation.")
+    n_ctx: int | None = Field(None, ge=16, le=1_048_576, description="Context window size in tokens.")
+    n_parallel: int | None = Field(None, ge=1, le=256, description="Requests served concurrently.")
+    n_predict: int | None = Field(
+        None, ge=-1, le=1_048_576, description="Most tokens to predict per request (-1 = until the context is full)."
+    )
+    n_keep: int | None = Field(
+        None, ge=0, le=1_048_576, description="Tokens of the initial prompt kept when the context overflows."
+    )
+    n_seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed used to initialise the context.")
+    engine: Engine | None = Field(None, description="Inference engine: auto, transformers, vllm, llamacpp, remote.")
+    dtype: Dtype | None = Field(None, description="Weight precision: auto, bfloat16, float16, float32.")
+
+
+class RequestParams(BaseModel):
+    """Generation Control: defaults for every request made through this alias."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    repetition_penalty: float | None = None
+    max_tokens: int | None = None
+    stop: list[str] | None = None
+    seed: int | None = None
+    user: str | None = Field(None, max_length=256, description="End-user identifier sent with requests.")
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    def sampling_overrides(self) -> dict[str, Any]:
+        """The set fields that map onto SamplingParams (``user`` is metadata, not sampling)."""
+        return {k: v for k, v in self.model_dump(exclude={"user"}).items() if v is not None}
+
+
+class AliasConfig(BaseModel):
+    """One alias file. ``repo`` (+ ``filename`` for GGUF files) names the model; ``repo`` may also be a
+    registry id or a local path."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    alias: str = Field(description="Unique name used as the `model` in requests.")
+    repo: str = Field(min_length=1, description="Model repository id, registry id or local path.")
+    filename: str | None = Field(None, description="GGUF file inside the repository (quantization).")
+    snapshot: str | None = Field(None, description="Hugging Face cache snapshot (commit) to use.")
+    chat_template: str | None = Field(
+        None, description="Built-in template id, 'embedded' (the model's own) or a repo id with a tokenizer_config."
+    )
+    context_params: ContextParams = Field(default_factory=ContextParams)
+    request_params: RequestParams = Field(default_factory=RequestParams)
+
+    @field_validator("alias")
+    @classmethod
+    def _alias_name(cls, v: str) -> str:
+        v = v.strip()
+        if not ALIAS_NAME_RE.match(v):
+            raise ValueError("must be 1-256 characters, without control characters")
+        if v == "default":
+            raise ValueError("'default' is reserved for the configured default model")
+        return v
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        """The file's content: unset fields and empty parameter groups left out, key order as documented."""
+        data: dict[str, Any] = {"alias": self.alias, "repo": self.repo}
+        for key in ("filename", "snapshot", "chat_template"):
+            value = getattr(self, key)
+            if value is not None:
+                data[key] = value
+        ctx = self.context_params.model_dump(exclude_none=True)
+        req = self.request_params.model_dump(exclude_none=True)
+        if ctx:
+            data["context_params"] = ctx
+        if req:
+            data["request_params"] = req
+        return data

@@ -1,0 +1,131 @@
+"""Alias operations shared by the CLI, the REST API and the Aliases tab: create from key=value pairs,
+clone, import, export — each validated before anything is written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from studio.aliases.resolve import AliasResolver, ValidationReport, model_alias, validate_alias
+from studio.aliases.schema import AliasConfig, ContextParams, RequestParams
+from studio.aliases.store import dump_alias_yaml, parse_alias_yaml
+from studio.errors import NotFoundError, ValidationError
+
+REQUEST_KEYS = tuple(RequestParams.model_fields)
+CONTEXT_KEYS = tuple(ContextParams.model_fields)
+
+
+def parse_assignments(pairs: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``["temperature=0.2", "n_ctx=2048", "stop=[a, b]"]`` → (request_params, context_params).
+
+    Values are read as YAML scalars/lists, so numbers, booleans and lists need no quoting."""
+    request: dict[str, Any] = {}
+    context: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValidationError(f"'{pair}' is not KEY=VALUE", param="set")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ValidationError(f"value of {key} is not readable: {exc}", param=key) from None
+        if key in REQUEST_KEYS:
+            request[key] = value
+        elif key in CONTEXT_KEYS:
+            context[key] = value
+        else:
+            known = ", ".join((*REQUEST_KEYS, *CONTEXT_KEYS))
+            raise ValidationError(f"unknown parameter '{key}'; known: {known}", param=key)
+    return request, context
+
+
+def find_alias(resolver: AliasResolver, name: str) -> tuple[AliasConfig, str]:
+    """A user or model alias by name, with its source."""
+    for view in resolver.list_aliases():
+        if view.config.alias == name:
+            return view.config, view.source
+    names = [v.config.alias for v in resolver.list_aliases()]
+    raise NotFoundError(f"alias '{name}' not found; known: {', '.join(names) or 'none'}", param="alias")
+
+
+def save_checked(
+    resolver: AliasResolver, data: dict[str, Any] | AliasConfig, *, editing: str | None = None
+) -> tuple[AliasConfig, ValidationReport, Path]:
+    """Validate, then write. Raises the first error; returns the warnings in the report."""
+    cfg, report = validate_alias(data, resolver, editing=editing)
+    report.raise_first()
+    assert cfg is not None
+    path = resolver.store.save(cfg, replace=editing)
+    return cfg, report, path
+
+
+def create_alias(
+    resolver: AliasResolver,
+    name: str,
+    model: str,
+    *,
+    template: str | None = None,
+    assignments: list[str] | None = None,
+) -> tuple[AliasConfig, ValidationReport, Path]:
+    entry = resolver.registry.resolve(model)
+    request, context = parse_assignments(assignments or [])
+    data: dict[str, Any] = {
+        "alias": name,
+        "repo": entry.repo or str(entry.path),
+        "filename": entry.filename,
+        "snapshot": entry.snapshot,
+        "chat_template": template,
+        "context_params": context,
+        "request_params": request,
+    }
+    return save_checked(resolver, {k: v for k, v in data.items() if v is not None})
+
+
+def clone_alias(resolver: AliasResolver, source: str, new_name: str) -> tuple[AliasConfig, ValidationReport, Path]:
+    cfg, _ = find_alias(resolver, source)
+    return save_checked(resolver, cfg.model_copy(update={"alias": new_name}))
+
+
+def import_alias_files(resolver: AliasResolver, files: list[Path]) -> list[tuple[AliasConfig, ValidationReport]]:
+    """Import several files; every file is checked before any is written (all or nothing)."""
+    parsed: list[AliasConfig] = []
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValidationError(f"{path}: cannot read ({exc})", param="file") from None
+        cfg = parse_alias_yaml(text, str(path))
+        _, report = validate_alias(cfg, resolver)
+        if report.errors:
+            first = report.errors[0]
+            raise ValidationError(f"{path}: {first.message}", param=first.param)
+        parsed.append(cfg)
+    names = [c.alias for c in parsed]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise ValidationError(f"alias name(s) {', '.join(sorted(dupes))} appear in more than one file", param="alias")
+    out = []
+    for cfg in parsed:
+        _, report, _ = save_checked(resolver, cfg)
+        out.append((cfg, report))
+    return out
+
+
+def export_alias(resolver: AliasResolver, name: str) -> str:
+    cfg, _ = find_alias(resolver, name)
+    return dump_alias_yaml(cfg)
+
+
+__all__ = [
+    "clone_alias",
+    "create_alias",
+    "export_alias",
+    "find_alias",
+    "import_alias_files",
+    "model_alias",
+    "parse_assignments",
+    "save_checked",
+]

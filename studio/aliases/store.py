@@ -1,0 +1,136 @@
+"""User aliases as YAML files in ``STUDIO_HOME/aliases/`` (one file per alias, name sanitised), written
+atomically: a temporary file in the same folder, then a rename, so a failed save never leaves half a file."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError as PydanticValidationError
+
+from studio.aliases.schema import AliasConfig
+from studio.errors import ConflictError, NotFoundError, ValidationError
+from studio.inference.params import validation_error_from_pydantic
+from studio.models.registry import safe_name
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BrokenAliasFile:
+    path: Path
+    error: str
+
+
+def alias_filename(name: str) -> str:
+    """``llama3:instruct`` → ``llama3--instruct.yaml``."""
+    return f"{safe_name(name)}.yaml"
+
+
+def parse_alias_yaml(text: str, source: str = "<text>") -> AliasConfig:
+    """Parse one alias document. Errors name the source and, for YAML syntax, the line."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{source}, line {mark.line + 1}, column {mark.column + 1}" if mark else source
+        raise ValidationError(f"{where}: not valid YAML ({exc.problem})", param="yaml") from None
+    except yaml.YAMLError as exc:
+        raise ValidationError(f"{source}: not valid YAML ({exc})", param="yaml") from None
+    if not isinstance(data, dict):
+        raise ValidationError(f"{source}: an alias file must be a mapping with 'alias' and 'repo'", param="yaml")
+    return alias_from_dict(data, source)
+
+
+def alias_from_dict(data: dict[str, Any], source: str = "alias") -> AliasConfig:
+    try:
+        return AliasConfig.model_validate(data)
+    except PydanticValidationError as exc:
+        err = validation_error_from_pydantic(exc)
+        raise ValidationError(f"{source}: {err.message}", param=err.param) from None
+
+
+def dump_alias_yaml(cfg: AliasConfig) -> str:
+    return yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class AliasStore:
+    """The folder of user alias files."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def path_for(self, name: str) -> Path:
+        return self.folder / alias_filename(name)
+
+    def load_all(self) -> tuple[list[AliasConfig], list[BrokenAliasFile]]:
+        """Every alias file in the folder (hand-written ones too); broken files are reported, not fatal."""
+        aliases: list[AliasConfig] = []
+        broken: list[BrokenAliasFile] = []
+        if not self.folder.is_dir():
+            return aliases, broken
+        for path in sorted(self.folder.glob("*.y*ml")):
+            try:
+                aliases.append(parse_alias_yaml(path.read_text(encoding="utf-8"), str(path)))
+            except (ValidationError, OSError, UnicodeDecodeError) as exc:
+                log.warning("skipping alias file %s: %s", path, exc)
+                broken.append(BrokenAliasFile(path, str(exc)))
+        return aliases, broken
+
+    def get(self, name: str) -> AliasConfig | None:
+        for cfg in self.load_all()[0]:
+            if cfg.alias == name:
+                return cfg
+        return None
+
+    def require(self, name: str) -> AliasConfig:
+        cfg = self.get(name)
+        if cfg is None:
+            known = ", ".join(a.alias for a in self.load_all()[0]) or "none"
+            raise NotFoundError(f"user alias '{name}' not found; user aliases: {known}", param="alias")
+        return cfg
+
+    def save(self, cfg: AliasConfig, *, replace: str | None = None) -> Path:
+        """Write ``cfg``. ``replace`` names the alias being edited (it may be renamed); without it an existing
+        alias of the same name is a conflict."""
+        existing = self.get(cfg.alias)
+        if existing is not None and replace != cfg.alias:
+            raise ConflictError(f"an alias named '{cfg.alias}' already exists; pick another name", param="alias")
+        target = self.path_for(cfg.alias)
+        if target.exists() and existing is None and replace != cfg.alias:
+            # another alias whose name sanitises to the same file name
+            raise ConflictError(
+                f"alias '{cfg.alias}' would be stored as {target.name}, which another alias already uses",
+                param="alias",
+            )
+        write_text_atomic(target, dump_alias_yaml(cfg))
+        if replace and replace != cfg.alias and self.path_for(replace) != target:
+            self.path_for(replace).unlink(missing_ok=True)
+        return target
+
+    def delete(self, name: str) -> Path:
+        self.require(name)
+        path = self.path_for(name)
+        path.unlink()
+        return path

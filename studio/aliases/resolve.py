@@ -8,6 +8,7 @@ per-request > alias ``request_params`` > studio defaults.
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -115,12 +116,35 @@ class AliasResolver:
             entry = self.registry.resolve(requested)
         except ModelNotFoundError:
             names = [v.config.alias for v in self.list_aliases()]
-            close = difflib.get_close_matches(requested, names, n=3, cutoff=0.5)
+            close = close_matches(requested, names)
             hint = f" Did you mean: {', '.join(close)}?" if close else ""
             raise ModelNotFoundError(
                 f"model or alias '{name}' not found.{hint} Known: {', '.join(names) or 'none'}."
             ) from None
         return ResolvedModel(entry, None, "model")
+
+
+def close_matches(name: str, names: list[str], n: int = 3) -> list[str]:
+    """Names that look like ``name``, ignoring case and the ``org/`` part of repo ids."""
+    keys: dict[str, str] = {}
+    for full in names:
+        keys.setdefault(full.lower(), full)
+        short = full.rsplit("/", 1)[-1].split(":")[0].lower()
+        keys.setdefault(short, full)
+        keys.setdefault(re.split(r"[-_.]", short, maxsplit=1)[0], full)
+    found: list[str] = []
+    for key in difflib.get_close_matches(name.strip().lower(), list(keys), n=n * 3, cutoff=0.5):
+        if keys[key] not in found:
+            found.append(keys[key])
+    return found[:n]
+
+
+def _single_errors(exc: PydanticValidationError, prefix: str = "") -> list[ValidationError]:
+    out = []
+    for err in exc.errors():
+        single = PydanticValidationError.from_exception_data(exc.title, [err])  # type: ignore[list-item]
+        out.append(validation_error_from_pydantic(single, prefix=prefix))
+    return out
 
 
 def validate_alias(
@@ -133,27 +157,34 @@ def validate_alias(
     Conflicting settings are warnings."""
     report = ValidationReport()
     if isinstance(data, AliasConfig):
-        cfg = data
+        cfg: AliasConfig | None = data
     else:
         try:
             cfg = AliasConfig.model_validate(data)
         except PydanticValidationError as exc:
-            for err in exc.errors():
-                single = PydanticValidationError.from_exception_data(exc.title, [err])  # type: ignore[list-item]
-                report.errors.append(validation_error_from_pydantic(single))
-            return None, report
-    overrides = cfg.request_params.sampling_overrides()
-    try:
-        SamplingParams(**overrides)
-    except PydanticValidationError as exc:
-        for err in exc.errors():
-            single = PydanticValidationError.from_exception_data(exc.title, [err])  # type: ignore[list-item]
-            report.errors.append(validation_error_from_pydantic(single, prefix="request_params."))
+            cfg = None
+            report.errors.extend(_single_errors(exc))
+    # Range checks and the model check run even when the shape is wrong, so every field error is listed.
+    raw_rp: Any = cfg.request_params.sampling_overrides() if cfg else (data or {}).get("request_params")  # type: ignore[union-attr]
+    if isinstance(raw_rp, dict):
+        known = {k: v for k, v in raw_rp.items() if k in SamplingParams.model_fields and v is not None}
+        try:
+            SamplingParams(**known)
+        except PydanticValidationError as exc:
+            seen = {e.param for e in report.errors}
+            report.errors.extend(e for e in _single_errors(exc, "request_params.") if e.param not in seen)
     entry: ModelEntry | None = None
-    try:
-        entry = resolver.entry_for(cfg)
-    except ModelNotFoundError as exc:
-        report.errors.append(ValidationError(exc.message, param="repo"))
+    probe = cfg
+    if probe is None and isinstance(data, dict) and isinstance(data.get("repo"), str) and data.get("repo"):
+        filename = data.get("filename") if isinstance(data.get("filename"), str) else None
+        probe = AliasConfig.model_construct(alias=str(data.get("alias", "?")), repo=data["repo"], filename=filename)
+    if probe is not None:
+        try:
+            entry = resolver.entry_for(probe)
+        except ModelNotFoundError as exc:
+            report.errors.append(ValidationError(exc.message, param="repo"))
+    if cfg is None:
+        return None, report
     if cfg.chat_template:
         from studio.aliases.templates import resolve_template_source
 

@@ -98,6 +98,21 @@ class AliasStore:
                 broken.append(BrokenAliasFile(path, str(exc)))
         return aliases, broken
 
+    def _index(self) -> dict[str, Path]:
+        """Alias name → the file it was read from (hand-written files may have any name)."""
+        index: dict[str, Path] = {}
+        if not self.folder.is_dir():
+            return index
+        for path in sorted(self.folder.glob("*.y*ml")):
+            try:
+                index.setdefault(parse_alias_yaml(path.read_text(encoding="utf-8"), str(path)).alias, path)
+            except (ValidationError, OSError, UnicodeDecodeError):
+                continue
+        return index
+
+    def file_of(self, name: str) -> Path | None:
+        return self._index().get(name)
+
     def get(self, name: str) -> AliasConfig | None:
         for cfg in self.load_all()[0]:
             if cfg.alias == name:
@@ -124,13 +139,14 @@ class AliasStore:
                 f"alias '{cfg.alias}' would be stored as {target.name}, which another alias already uses",
                 param="alias",
             )
+        old_file = self.file_of(replace) if replace else None
         write_text_atomic(target, dump_alias_yaml(cfg))
-        if replace and replace != cfg.alias and self.path_for(replace) != target:
-            self.path_for(replace).unlink(missing_ok=True)
+        if old_file is not None and old_file != target:
+            old_file.unlink(missing_ok=True)  # renamed, or a hand-written file now stored under its canonical name
         return target
 
     def delete(self, name: str) -> Path:
         self.require(name)
-        path = self.path_for(name)
+        path = self.file_of(name) or self.path_for(name)
         path.unlink()
         return path

@@ -13,6 +13,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # the studio never p
 import gradio as gr
 from fastapi import FastAPI
 
+from components.aliases_tab import create_aliases_tab
 from components.placeholder_tabs import create_placeholder_tab
 from components.playground_tab import create_playground_tab
 from studio import __version__
@@ -27,6 +28,20 @@ CSS = """
 """
 
 
+def wire_tabs(demo: gr.Blocks, tabs: dict[str, dict]) -> None:
+    """Cross-tab wiring: aliases saved anywhere appear in the Playground picker and the alias table."""
+    aliases, playground = tabs["aliases"], tabs["playground"]
+    demo.load(
+        aliases["list_fn"], aliases["list_inputs"], [aliases["table"], aliases["stats"]], api_visibility="private"
+    )
+    for event in aliases["changed_events"]:
+        event.then(playground["refresh_fn"], [playground["model"]], [playground["model"]], api_visibility="private")
+    for event in playground["changed_events"]:
+        event.then(
+            aliases["list_fn"], aliases["list_inputs"], [aliases["table"], aliases["stats"]], api_visibility="private"
+        )
+
+
 def build_ui(ctx: AppContext) -> gr.Blocks:
     """The Blocks app with the six tabs, Playground selected."""
     with gr.Blocks(title="Whetstone Studio", analytics_enabled=False) as demo:
@@ -36,8 +51,11 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
             for key in TAB_ORDER:
                 if key == "playground":
                     tabs[key] = create_playground_tab(ctx)
+                elif key == "aliases":
+                    tabs[key] = create_aliases_tab(ctx)
                 else:
                     tabs[key] = create_placeholder_tab(ctx, key)
+        wire_tabs(demo, tabs)
     demo.queue(default_concurrency_limit=4)
     return demo  # type: ignore[no-any-return]
 

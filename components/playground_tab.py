@@ -8,7 +8,9 @@ from typing import Any
 import gradio as gr
 
 from components.common import handle_errors
+from studio.aliases.service import alias_from_settings
 from studio.context import AppContext
+from studio.errors import ValidationError
 from studio.inference.params import field_help, field_range, make_sampling_params
 from studio.inference.stats import GenerationResult
 from studio.playground.chat import build_messages, parse_seed, parse_stop_sequences
@@ -16,7 +18,8 @@ from studio.settings import generation_defaults, load_defaults
 
 
 def _model_choices(ctx: AppContext) -> tuple[list[str], str | None]:
-    ids = [e.id for e in ctx.registry.list_models() if e.problem is None]
+    """User aliases first, then every model (model aliases)."""
+    ids = [v.config.alias for v in ctx.engines.resolver.list_aliases() if v.entry is not None]
     default: str | None
     try:
         default = ctx.registry.resolve("default").id
@@ -70,6 +73,14 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
                 stop_btn = gr.Button("Stop", variant="stop", elem_id="playground-stop")
                 clear = gr.Button("Clear chat", elem_id="playground-clear")
             stats = gr.Markdown("", label="Statistics", elem_id="playground-stats")
+            with gr.Row():
+                alias_name = gr.Textbox(
+                    label="Save these settings as an alias",
+                    placeholder="alias name, e.g. smol:precise",
+                    elem_id="playground-alias-name",
+                    scale=3,
+                )
+                save_alias_btn = gr.Button("Save as alias", elem_id="playground-save-alias", scale=1)
         with gr.Column(scale=2):
             system_box = gr.Textbox(
                 value=str(load_defaults().get("playground", {}).get("system_prompt", "")),
@@ -144,6 +155,47 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
         if owner:
             ctx.engines.cancel_owner(owner)
 
+    def use_alias_settings(model: str) -> list[Any]:
+        """Picking an alias fills the form with its parameters (alias > studio defaults)."""
+        try:
+            p = ctx.engines.params_for(model or "default")
+        except Exception:  # an unknown or half-typed name: leave the form as it is
+            return [gr.update()] * 7
+        seed_value = -1 if p.seed is None else p.seed
+        stops = "\n".join(x.replace("\n", "\\n") for x in p.stop)
+        return [p.temperature, p.top_p, p.top_k, p.max_tokens, p.repetition_penalty, stops, seed_value]
+
+    @handle_errors
+    def save_as_alias(
+        name: str,
+        model: str,
+        temperature: float,
+        top_p: float,
+        top_k: float,
+        max_tokens: float,
+        repetition_penalty: float,
+        stop: str,
+        seed: float | None,
+    ) -> Any:
+        """Store the Playground's current model and sampling settings as a user alias."""
+        if not (name or "").strip():
+            raise ValidationError("type a name for the alias", param="alias")
+        request = {
+            "temperature": temperature,
+            "top_p": top_p,
+            "top_k": int(top_k),
+            "max_tokens": int(max_tokens),
+            "repetition_penalty": repetition_penalty,
+            "stop": parse_stop_sequences(stop) or None,
+            "seed": parse_seed(seed),
+        }
+        cfg, rep, path = alias_from_settings(ctx.engines.resolver, name.strip(), model or "default", request)
+        for w in rep.warnings:
+            gr.Warning(w)
+        gr.Info(f"Saved alias '{cfg.alias}' ({path.name})")
+        choices, _ = _model_choices(ctx)
+        return gr.Dropdown(choices=choices, value=cfg.alias)
+
     def refresh_models(current: str | None) -> Any:
         choices, default = _model_choices(ctx)
         return gr.Dropdown(choices=choices, value=current or default)
@@ -167,6 +219,11 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
     stop_btn.click(stop_generation, None, None, api_name="playground_stop", queue=False)
     clear.click(lambda: ([], ""), None, [chatbot, stats], api_visibility="private", queue=False)
     refresh.click(refresh_models, [model_box], [model_box], api_name="playground_models")
+    sliders = [temperature_s, top_p_s, top_k_s, max_tokens_s, rep_s, stop_box, seed_box]
+    model_box.change(use_alias_settings, [model_box], sliders, api_visibility="private")
+    save_alias_event = save_alias_btn.click(
+        save_as_alias, [alias_name, model_box, *sliders], [model_box], api_name="playground_save_alias"
+    )
 
     return {
         "model": model_box,
@@ -175,4 +232,6 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
         "send": send,
         "stop": stop_btn,
         "stats": stats,
+        "refresh_fn": refresh_models,
+        "changed_events": [save_alias_event],
     }

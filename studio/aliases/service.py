@@ -14,6 +14,30 @@ from studio.aliases.store import dump_alias_yaml, parse_alias_yaml
 from studio.errors import NotFoundError, ValidationError
 
 REQUEST_KEYS = tuple(RequestParams.model_fields)
+INTEGER_FIELDS = frozenset({"top_k", "max_tokens", "seed", *ContextParams.model_fields} - {"engine", "dtype"})
+
+
+def parse_form_number(text: str | float | int | None, param: str, *, integer: bool = False) -> float | int | None:
+    """A form field that may be left empty (→ None, meaning "use the default")."""
+    if text is None:
+        return None
+    if isinstance(text, int | float):
+        value: float = float(text)
+    else:
+        raw = text.strip()
+        if not raw:
+            return None
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValidationError(f"'{param}' must be a number; got {raw!r}", param=param) from None
+    if integer:
+        if value != int(value):
+            raise ValidationError(f"'{param}' must be a whole number; got {value:g}", param=param)
+        return int(value)
+    return value
+
+
 CONTEXT_KEYS = tuple(ContextParams.model_fields)
 
 
@@ -62,6 +86,48 @@ def save_checked(
     return cfg, report, path
 
 
+def build_alias_dict(
+    resolver: AliasResolver,
+    name: str,
+    model: str,
+    *,
+    template: str | None = None,
+    request: dict[str, Any] | None = None,
+    context: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An alias document for ``model`` (a registry id, ``default``, a user alias — its model is used — or a
+    local path); empty values are left out so they fall back to defaults."""
+    try:
+        entry = resolver.resolve(model).entry
+    except NotFoundError:
+        entry = resolver.registry.resolve(model)
+    data: dict[str, Any] = {
+        "alias": name,
+        "repo": entry.repo or str(entry.path),
+        "filename": entry.filename,
+        "snapshot": entry.snapshot,
+        "chat_template": template or None,
+        "context_params": {k: v for k, v in (context or {}).items() if v not in (None, "", [])},
+        "request_params": {k: v for k, v in (request or {}).items() if v not in (None, "", [])},
+    }
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def alias_from_settings(
+    resolver: AliasResolver, name: str, model: str, request: dict[str, Any]
+) -> tuple[AliasConfig, ValidationReport, Path]:
+    """ "Save as alias" from the Playground: the current model (a user alias keeps its template and context
+    parameters) with the Playground's sampling settings as request_params."""
+    resolved = resolver.resolve(model)
+    if resolved.alias is not None and resolved.source == "user":
+        data = resolved.alias.to_yaml_dict()
+        data["alias"] = name
+        data["request_params"] = {k: v for k, v in request.items() if v not in (None, "", [])}
+    else:
+        data = build_alias_dict(resolver, name, resolved.entry.id, request=request)
+    return save_checked(resolver, data)
+
+
 def create_alias(
     resolver: AliasResolver,
     name: str,
@@ -70,18 +136,9 @@ def create_alias(
     template: str | None = None,
     assignments: list[str] | None = None,
 ) -> tuple[AliasConfig, ValidationReport, Path]:
-    entry = resolver.registry.resolve(model)
     request, context = parse_assignments(assignments or [])
-    data: dict[str, Any] = {
-        "alias": name,
-        "repo": entry.repo or str(entry.path),
-        "filename": entry.filename,
-        "snapshot": entry.snapshot,
-        "chat_template": template,
-        "context_params": context,
-        "request_params": request,
-    }
-    return save_checked(resolver, {k: v for k, v in data.items() if v is not None})
+    data = build_alias_dict(resolver, name, model, template=template, request=request, context=context)
+    return save_checked(resolver, data)
 
 
 def clone_alias(resolver: AliasResolver, source: str, new_name: str) -> tuple[AliasConfig, ValidationReport, Path]:
@@ -120,6 +177,8 @@ def export_alias(resolver: AliasResolver, name: str) -> str:
 
 
 __all__ = [
+    "alias_from_settings",
+    "build_alias_dict",
     "clone_alias",
     "create_alias",
     "export_alias",

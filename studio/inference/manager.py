@@ -15,22 +15,25 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from studio.aliases.resolve import AliasResolver, ResolvedModel
 from studio.aliases.schema import AliasConfig
 from studio.aliases.store import AliasStore
-from studio.errors import GenerationError, StudioError
+from studio.errors import GenerationError, NotFoundError, StudioError, ValidationError
 from studio.inference.base import ChatMessage, ChatTemplateSpec, Engine, LoadedModelInfo, StreamItem
 from studio.inference.params import SamplingParams, make_sampling_params
 from studio.inference.stats import GenerationResult
 from studio.models.convert import prepare_model
 from studio.models.registry import ModelEntry, ModelRegistry
+from studio.monitor import LoadEstimate, estimate_load, release_memory
 from studio.settings import Settings
 
 log = logging.getLogger(__name__)
 
 _DONE = object()
+QUANTIZATIONS = ("none", "int8", "int4", "nf4", "auto")
 
 
 @dataclass(frozen=True)
@@ -130,25 +133,143 @@ class EngineManager:
         merged.update({k: v for k, v in request.items() if v is not None})
         return make_sampling_params(**merged)
 
-    def load(self, name: str) -> Engine:
-        """Return the engine for ``name``, loading (and converting, once) if needed."""
-        entry = self.resolver.resolve(name).entry
-        with self._lock:
-            if entry.id in self._engines:
-                return self._engines[entry.id]
-            load_lock = self._load_locks.setdefault(entry.id, threading.Lock())
-        with load_lock:
-            with self._lock:
-                if entry.id in self._engines:
-                    return self._engines[entry.id]
-            path = prepare_model(entry, self.settings.models_dir)
-            from studio.inference.transformers_backend import TransformersEngine
+    def load(self, name: str, *, quantization: str = "none", adapter: str | None = None) -> Engine:
+        """Return the engine for ``name``, loading (and converting, once) if needed.
 
-            engine = TransformersEngine(entry.id, path, dtype=self.settings.dtype, threads=self.settings.threads)
-            with self._lock:
-                self._engines[entry.id] = engine
-                self._engine_locks[entry.id] = threading.Lock()
-            return engine
+        ``quantization`` is none, int8, int4, nf4 (bitsandbytes) or auto (quantize only when the estimate says
+        the model would not fit in free memory); asking for another quantization than the loaded one reloads.
+        ``adapter`` (a PEFT adapter directory, absolute or under STUDIO_HOME/adapters) is loaded on top.
+        """
+        resolved = self.resolver.resolve(name)
+        entry = resolved.entry
+        if quantization not in QUANTIZATIONS:
+            raise ValidationError(
+                f"unknown quantization '{quantization}'; choose one of {', '.join(QUANTIZATIONS)}",
+                param="quantization",
+            )
+        with self._lock:
+            current = self._engines.get(entry.id)
+            load_lock = self._load_locks.setdefault(entry.id, threading.Lock())
+        wanted = quantization
+        if current is not None and wanted not in ("auto", current.info.extra.get("quantization", "none")):
+            self.unload(entry.id)  # the same model in another precision
+            current = None
+        if current is None:
+            with load_lock:
+                with self._lock:
+                    current = self._engines.get(entry.id)
+                if current is None:
+                    current = self._load_engine(resolved, wanted)
+        if adapter:
+            self.load_adapter(entry.id, adapter)
+        return current
+
+    def _load_engine(self, resolved: ResolvedModel, quantization: str) -> Engine:
+        entry = resolved.entry
+        path = prepare_model(entry, self.settings.models_dir)
+        from studio.inference.torch_setup import import_torch
+        from studio.inference.transformers_backend import TransformersEngine
+
+        dtype = (resolved.alias.context_params.dtype if resolved.alias else None) or self.settings.dtype
+        threads = (resolved.alias.context_params.n_threads if resolved.alias else None) or self.settings.threads
+        if quantization == "auto":
+            est = self.estimate(entry.id, dtype=dtype)
+            quantization = "none" if est.fits else est.suggestion.split(" ")[0]
+            log.info("auto quantization for %s: %s (%s)", entry.id, quantization, est.summary())
+        import_torch(threads)
+        engine = TransformersEngine(
+            entry.id,
+            path,
+            dtype=dtype,
+            threads=threads,
+            quantization=quantization,  # type: ignore[arg-type]
+        )
+        with self._lock:
+            self._engines[entry.id] = engine
+            self._engine_locks[entry.id] = threading.Lock()
+        return engine
+
+    def estimate(self, name: str, *, dtype: str | None = None, quantization: str = "none") -> LoadEstimate:
+        """How much memory loading ``name`` would take, and whether it fits (converts a GGUF once first)."""
+        from studio.inference.torch_setup import import_torch, resolve_dtype
+
+        entry = self.resolver.resolve(name).entry
+        path = prepare_model(entry, self.settings.models_dir)
+        torch = import_torch()
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        dt = str(resolve_dtype(dtype or self.settings.dtype, device)).removeprefix("torch.")
+        return estimate_load(path, dtype=dt, device=device, quantization=quantization)
+
+    def engine(self, name: str) -> Engine:
+        """The loaded engine for ``name`` (no loading); NotFoundError when it is not loaded."""
+        model_id = name if name in self._engines else self.resolver.resolve(name).entry.id
+        with self._lock:
+            engine = self._engines.get(model_id)
+        if engine is None:
+            loaded = ", ".join(self._engines) or "none"
+            raise NotFoundError(f"model '{name}' is not loaded; loaded: {loaded}", param="model")
+        return engine
+
+    def adapter_path(self, adapter: str) -> Path:
+        """An adapter directory: an existing path, or a name under STUDIO_HOME/adapters."""
+        candidate = Path(adapter).expanduser()
+        if not candidate.is_absolute() and not candidate.exists():
+            candidate = self.settings.home / "adapters" / adapter
+        if not candidate.is_dir():
+            raise ValidationError(
+                f"adapter '{adapter}' not found (looked for {Path(adapter).expanduser()} and {candidate})",
+                param="adapter",
+            )
+        return candidate.resolve()
+
+    def load_adapter(self, model: str, adapter: str, name: str | None = None) -> str:
+        """Load a PEFT adapter onto a loaded model (waits for its running generation) and make it active."""
+        engine = self.engine(model)
+        path = self.adapter_path(adapter)
+        with self._engine_locks[engine.info.model_id]:
+            return engine.load_adapter(path, name)  # type: ignore[attr-defined, no-any-return]
+
+    def swap_adapter(self, model: str, adapter: str | None) -> str | None:
+        """Hot-swap the active adapter without reloading the base: a loaded adapter's name, a new adapter
+        path (loaded first), or None / 'base' for the base model. Returns the active adapter."""
+        engine = self.engine(model)
+        loaded: dict[str, Path] = getattr(engine, "adapters", {})
+        if adapter in (None, "", "base") or adapter in loaded:
+            with self._engine_locks[engine.info.model_id]:
+                engine.set_active_adapter(adapter)  # type: ignore[attr-defined]
+            return engine.active_adapter  # type: ignore[attr-defined, no-any-return]
+        return self.load_adapter(model, str(adapter))
+
+    def attention_for_reply(
+        self,
+        model: str,
+        reply_token_ids: list[int],
+        *,
+        messages: Sequence[ChatMessage] | None = None,
+        prompt_text: str | None = None,
+        max_tokens: int = 256,
+    ) -> Any:
+        """Attention maps over the prompt (chat ``messages`` through the chat template, or a raw
+        ``prompt_text``) plus the reply's tokens, recomputed with eager attention on the loaded model
+        (serialised with its generations)."""
+        resolved = self.resolver.resolve(model)
+        engine = self.engine(model)
+        if not engine.capabilities.attention:
+            raise ValidationError(
+                f"the {engine.backend} engine cannot show attention maps; load the model with the transformers engine",
+                param="model",
+            )
+        template = self.template_for(resolved.chat_template, resolved.entry)
+        with self._engine_locks[engine.info.model_id]:
+            if messages is not None:
+                prompt_ids = engine.chat_token_ids(messages, template)  # type: ignore[attr-defined]
+            elif prompt_text is not None:
+                prompt_ids = engine.tokenizer(prompt_text)["input_ids"]  # type: ignore[attr-defined]
+            else:
+                raise ValidationError("generate a reply first: there is nothing to analyse", param="reply")
+            return engine.attention(  # type: ignore[attr-defined]
+                [*prompt_ids, *reply_token_ids], prompt_len=len(prompt_ids), max_tokens=max_tokens
+            )
 
     def loaded(self) -> list[LoadedModelInfo]:
         with self._lock:
@@ -166,6 +287,8 @@ class EngineManager:
             with self._lock:
                 self._engines.pop(model_id, None)
             engine.unload()
+        del engine
+        release_memory()
         return True
 
     def close(self) -> None:
@@ -183,15 +306,37 @@ class EngineManager:
         *,
         endpoint: str = "api",
         owner: str | None = None,
+        adapter: str | None = None,
     ) -> GenerationHandle:
         """Start a chat generation in the background and return its handle at once.
 
         ``owner`` tags the generation (e.g. a browser session) so :meth:`cancel_owner` can stop it.
+        ``adapter``: a loaded adapter's name, 'base' for the base model, None for the active adapter.
         """
         msgs = list(messages)
         resolved = self.resolver.resolve(model)
         template = self.template_for(resolved.chat_template, resolved.entry)
-        return self._start(resolved, endpoint, owner, lambda e, c: e.stream_chat(msgs, params, c, template))
+        if adapter is None:
+            return self._start(resolved, endpoint, owner, lambda e, c: e.stream_chat(msgs, params, c, template))
+        return self._start(
+            resolved,
+            endpoint,
+            owner,
+            lambda e, c: e.stream_chat(msgs, params, c, template, adapter=adapter),  # type: ignore[call-arg]
+        )
+
+    def compare_with_base(
+        self, model: str, messages: Sequence[ChatMessage], params: SamplingParams, adapter: str | None = None
+    ) -> tuple[GenerationResult, GenerationResult]:
+        """The same prompt with the adapter (the active one unless named) and with the base model, one after
+        the other on the same weights: (adapter result, base result)."""
+        engine = self.engine(model)
+        name = adapter or getattr(engine, "active_adapter", None)
+        if not name:
+            raise ValidationError("no adapter is loaded on this model to compare with its base", param="adapter")
+        with_adapter = self.start_chat(model, messages, params, endpoint="compare.adapter", adapter=name).wait()
+        base = self.start_chat(model, messages, params, endpoint="compare.base", adapter="base").wait()
+        return with_adapter, base
 
     def start_alias_trial(
         self,
@@ -210,10 +355,25 @@ class EngineManager:
         return self._start(resolved, endpoint, owner, lambda e, c: e.stream_chat(msgs, params, c, template))
 
     def start_completion(
-        self, model: str, prompt: str, params: SamplingParams, *, endpoint: str = "api", owner: str | None = None
+        self,
+        model: str,
+        prompt: str,
+        params: SamplingParams,
+        *,
+        endpoint: str = "api",
+        owner: str | None = None,
+        adapter: str | None = None,
     ) -> GenerationHandle:
+        """Start a raw-prompt completion (no chat template)."""
         resolved = self.resolver.resolve(model)
-        return self._start(resolved, endpoint, owner, lambda e, c: e.stream_completion(prompt, params, c))
+        if adapter is None:
+            return self._start(resolved, endpoint, owner, lambda e, c: e.stream_completion(prompt, params, c))
+        return self._start(
+            resolved,
+            endpoint,
+            owner,
+            lambda e, c: e.stream_completion(prompt, params, c, adapter=adapter),  # type: ignore[call-arg]
+        )
 
     def chat(self, model: str, messages: Sequence[ChatMessage], params: SamplingParams) -> GenerationResult:
         """Generate a whole chat reply (blocking)."""

@@ -13,9 +13,9 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from studio.errors import ModelLoadError, ValidationError
+from studio.errors import ModelLoadError, StudioError, ValidationError
 from studio.inference.base import (
     ChatMessage,
     ChatTemplateSpec,
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 class TransformersEngine(Engine):
     backend = "transformers"
-    capabilities = EngineCapabilities(logprobs=True, attention=False, adapters=False, chat_template=True)
+    capabilities = EngineCapabilities(logprobs=True, attention=True, adapters=True, chat_template=True)
 
     def __init__(
         self,
@@ -47,6 +47,7 @@ class TransformersEngine(Engine):
         dtype: str = "auto",
         device: str = "auto",
         threads: int | None = None,
+        quantization: Quantization = "none",
     ) -> None:
         torch = import_torch(threads)
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -56,33 +57,133 @@ class TransformersEngine(Engine):
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         torch_dtype = resolve_dtype(dtype, device)
+        kwargs: dict[str, Any] = {"dtype": torch_dtype, "local_files_only": True}
+        if quantization != "none":
+            kwargs["quantization_config"] = bitsandbytes_config(quantization, torch_dtype)
         try:
             self.tokenizer: Any = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-            model: Any = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype, local_files_only=True)
-            self.model: Any = model.to(device)
+            model: Any = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+            self.model: Any = model if quantization != "none" else model.to(device)
+        except StudioError:
+            raise
         except Exception as exc:  # safetensors, tokenizers, torch each raise their own types
             raise ModelLoadError(f"could not load model '{model_id}' from {path}: {exc}") from exc
         self.model.eval()
         self._device = device
         self._eos_ids = self._collect_eos_ids()
-        n_params = sum(p.numel() for p in self.model.parameters())
-        mem = sum(p.numel() * p.element_size() for p in self.model.parameters())
-        mem += sum(b.numel() * b.element_size() for b in self.model.buffers())
+        self._adapters: dict[str, Path] = {}
+        self._active_adapter: str | None = None
         self._info = LoadedModelInfo(
             model_id=model_id,
             backend=self.backend,
             path=Path(path),
             dtype=str(torch_dtype).removeprefix("torch."),
             device=device,
-            parameters=n_params,
-            memory_bytes=mem,
+            parameters=sum(p.numel() for p in self.model.parameters()),
+            memory_bytes=self._tensor_bytes(),
             load_seconds=time.perf_counter() - t0,
+            extra={"quantization": quantization},
         )
         log.info("loaded %s (%s, %s) in %.1fs", model_id, self._info.dtype, device, self._info.load_seconds)
 
+    def _tensor_bytes(self) -> int:
+        mem = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        return int(mem + sum(b.numel() * b.element_size() for b in self.model.buffers()))
+
     @property
     def info(self) -> LoadedModelInfo:
+        self._info.memory_bytes = self._tensor_bytes()
+        self._info.extra["adapters"] = ",".join(self._adapters)
+        self._info.extra["active_adapter"] = self._active_adapter or ""
         return self._info
+
+    # -- adapters (PEFT) -----------------------------------------------------------------------------------
+    @property
+    def adapters(self) -> dict[str, Path]:
+        """Loaded adapters by name."""
+        return dict(self._adapters)
+
+    @property
+    def active_adapter(self) -> str | None:
+        """The adapter requests use when they name none (None = the base model)."""
+        return self._active_adapter
+
+    def load_adapter(self, path: Path, name: str | None = None) -> str:
+        """Load a PEFT adapter (LoRA, IA3, ...) on top of the base weights and make it active.
+
+        Loading a second adapter keeps the base and the first one in memory: switching is a hot swap."""
+        path = Path(path).expanduser()
+        config_file = path / "adapter_config.json"
+        if not config_file.is_file():
+            raise ValidationError(f"{path} is not a PEFT adapter directory (no adapter_config.json)", param="adapter")
+        name = name or path.name
+        if name == BASE_ADAPTER:
+            raise ValidationError(f"'{BASE_ADAPTER}' is reserved for the base model", param="adapter")
+        from peft import PeftConfig, PeftModel
+
+        was_peft = isinstance(self.model, PeftModel)
+        if was_peft and name in self._adapters:
+            self.model.delete_adapter(name)
+            self._adapters.pop(name, None)
+        try:
+            config = PeftConfig.from_pretrained(str(path))
+            if not was_peft:
+                # PeftModel injects the adapter layers into the base model in place
+                self.model = PeftModel(self.model, config, adapter_name=name)
+                self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+            else:
+                self.model.load_adapter(str(path), adapter_name=name)
+        except Exception as exc:
+            self._undo_failed_adapter(name, was_peft)
+            base = _adapter_base(config_file)
+            hint = f" It was trained on '{base}'." if base else ""
+            raise ValidationError(
+                f"adapter {path} does not fit model '{self._info.model_id}': {_short(exc)}.{hint}", param="adapter"
+            ) from None
+        self.model.eval()
+        self._adapters[name] = path
+        self._active_adapter = name
+        return name
+
+    def _undo_failed_adapter(self, name: str, was_peft: bool) -> None:
+        """Take a half-loaded adapter out again so the model answers exactly as before."""
+        from peft import PeftModel
+
+        if not isinstance(self.model, PeftModel):
+            return
+        if was_peft:
+            if name in getattr(self.model, "peft_config", {}):
+                self.model.delete_adapter(name)
+            if self._active_adapter:
+                self.model.set_adapter(self._active_adapter)
+        else:
+            self.model = self.model.unload()  # removes the injected layers without merging them
+
+    def set_active_adapter(self, name: str | None) -> None:
+        """Hot-swap: make a loaded adapter (or None / 'base' for the base model) the default."""
+        if name in (None, "", BASE_ADAPTER):
+            self._active_adapter = None
+            return
+        if name not in self._adapters:
+            known = ", ".join(self._adapters) or "none loaded"
+            raise ValidationError(f"adapter '{name}' is not loaded; loaded: {known}", param="adapter")
+        self._active_adapter = name
+
+    def _apply_adapter(self, requested: str | None) -> None:
+        """Switch the PEFT model to what this request asks for (called under the engine lock)."""
+        if not self._adapters:
+            if requested not in (None, "", BASE_ADAPTER):
+                raise ValidationError(f"adapter '{requested}' is not loaded on this model", param="adapter")
+            return
+        target = self._active_adapter if requested is None else (None if requested in ("", BASE_ADAPTER) else requested)
+        if target is None:
+            self.model.base_model.disable_adapter_layers()
+            return
+        if target not in self._adapters:
+            known = ", ".join(self._adapters)
+            raise ValidationError(f"adapter '{target}' is not loaded; loaded: {known}", param="adapter")
+        self.model.base_model.enable_adapter_layers()
+        self.model.set_adapter(target)
 
     def _collect_eos_ids(self) -> set[int]:
         ids: set[int] = set()
@@ -130,16 +231,38 @@ class TransformersEngine(Engine):
         params: SamplingParams,
         cancel: threading.Event,
         chat_template: ChatTemplateSpec | None = None,
+        adapter: str | None = None,
     ) -> Iterator[StreamItem]:
         started = time.perf_counter()
         prompt = self.render_chat(messages, chat_template)
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        self._apply_adapter(adapter)
         return self._stream_ids(ids, params, cancel, started)
 
-    def stream_completion(self, prompt: str, params: SamplingParams, cancel: threading.Event) -> Iterator[StreamItem]:
+    def stream_completion(
+        self, prompt: str, params: SamplingParams, cancel: threading.Event, adapter: str | None = None
+    ) -> Iterator[StreamItem]:
         started = time.perf_counter()
         ids = self.tokenizer(prompt)["input_ids"]
+        self._apply_adapter(adapter)
         return self._stream_ids(ids, params, cancel, started)
+
+    def attention(self, token_ids: list[int], prompt_len: int = 0, max_tokens: int = 256) -> Any:
+        """Attention maps for ``token_ids`` (one forward pass with eager attention; call under the engine lock:
+        it switches the model's attention implementation for that pass); see
+        :func:`studio.playground.attention.compute_attention`."""
+        from studio.playground.attention import compute_attention
+
+        return compute_attention(self.model, self.tokenizer, token_ids, prompt_len=prompt_len, max_tokens=max_tokens)
+
+    def chat_token_ids(
+        self, messages: Sequence[ChatMessage], chat_template: ChatTemplateSpec | None = None
+    ) -> list[int]:
+        """The prompt token ids the chat template makes of ``messages`` (what generation would feed the model)."""
+        ids: list[int] = self.tokenizer(self.render_chat(messages, chat_template), add_special_tokens=False)[
+            "input_ids"
+        ]
+        return ids
 
     # -- decoding ------------------------------------------------------------------------------------------
     def _processors(self, params: SamplingParams) -> Any:
@@ -172,7 +295,8 @@ class TransformersEngine(Engine):
         ctx = getattr(self.model.config, "max_position_embeddings", None)
         if ctx is not None and len(prompt_ids) >= ctx:
             raise ValidationError(
-                f"the prompt has {len(prompt_ids)} tokens; this model's context is {ctx} tokens",
+                f"the prompt has {len(prompt_ids)} tokens, {len(prompt_ids) - ctx + 1} more than fit this model's "
+                f"context of {ctx} tokens (with room for one new token); shorten it",
                 param="messages",
             )
         max_new = params.max_tokens if ctx is None else min(params.max_tokens, ctx - len(prompt_ids))
@@ -244,6 +368,7 @@ class TransformersEngine(Engine):
         yield GenerationEnd(finish_reason=finish, tail_text=tail, time=time.perf_counter())  # type: ignore[arg-type]
 
     def unload(self) -> None:
+        self._adapters.clear()
         del self.model
         if self._device == "cuda":
             self._torch.cuda.empty_cache()
@@ -254,3 +379,47 @@ class TransformersEngine(Engine):
 
 def default_threads() -> int:
     return os.cpu_count() or 1
+
+
+BASE_ADAPTER = "base"
+Quantization = Literal["none", "int8", "int4", "nf4"]
+
+
+def bitsandbytes_config(quantization: str, compute_dtype: Any) -> Any:
+    """The transformers ``BitsAndBytesConfig`` for int8 / int4 (fp4) / nf4; a clear error when bitsandbytes
+    cannot run here."""
+    try:
+        import bitsandbytes  # noqa: F401
+        from transformers import BitsAndBytesConfig
+    except Exception as exc:
+        raise ValidationError(
+            f"quantization '{quantization}' needs bitsandbytes, which is not usable here ({_short(exc)}); "
+            "install requirements-cuda.txt or choose 'none'",
+            param="quantization",
+        ) from None
+    if quantization == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    if quantization in ("int4", "nf4"):
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4" if quantization == "nf4" else "fp4",
+            bnb_4bit_compute_dtype=compute_dtype,
+        )
+    raise ValidationError(
+        f"unknown quantization '{quantization}'; choose none, int8, int4, nf4 or auto", param="quantization"
+    )
+
+
+def _adapter_base(config_file: Path) -> str | None:
+    import json
+
+    try:
+        value = json.loads(config_file.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(value) if value else None
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -2,42 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
-
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
 from sqlmodel import select
 
 from studio.db import Database, RequestLog
 from studio.db.migrations import MIGRATIONS
-
-URL = os.environ.get("STUDIO_TEST_DATABASE_URL", "")
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
-    if not URL:
-        pytest.skip("STUDIO_TEST_DATABASE_URL is not set (.ci/run sets it)")
-    base = make_url(URL).set(drivername="postgresql+psycopg")
-    try:
-        admin = create_engine(base, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except Exception as exc:
-        pytest.skip(f"no PostgreSQL server answers at {URL}: {exc}")
-    name = f"whetstone_test_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield base.set(database=name).render_as_string(hide_password=False).replace("+psycopg", "")
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def test_migrations_and_rows_on_postgresql(pg_url: str) -> None:

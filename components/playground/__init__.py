@@ -1,0 +1,1 @@
+"""Playground sub-panels. ``components/playground_tab.py`` lays them out and hands each a ``PlaygroundShared``."""

@@ -1,0 +1,289 @@
+"""Studio inference API (``/api/inference/...``): load and unload models, adapters, generate (JSON or SSE),
+compare an adapter with its base, and a WebSocket that streams token events with log probabilities."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from studio.context import AppContext
+from studio.errors import StudioError, ValidationError
+from studio.inference.base import ChatMessage, GenerationEnd, GenerationStart, LoadedModelInfo, TokenEvent
+from studio.inference.manager import GenerationHandle
+from studio.inference.params import SamplingParams, validation_error_from_pydantic
+from studio.inference.stats import GenerationResult
+from studio.monitor import memory_snapshot
+
+router = APIRouter(prefix="/api/inference", tags=["Inference"])
+
+
+class MessageIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class LoadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, description="Alias, registry id or local path.")
+    adapter: str | None = Field(None, description="PEFT adapter directory (absolute, or a name under adapters/).")
+    adapter_name: str | None = None
+    quantization: Literal["none", "int8", "int4", "nf4", "auto"] = Field(
+        "none", description="bitsandbytes quantization at load; auto = only when the model would not fit."
+    )
+
+
+class GenerateRequest(BaseModel):
+    """``prompt`` (raw text, no chat template) or ``messages`` (chat template applied)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1)
+    prompt: str | None = None
+    messages: list[MessageIn] | None = None
+    params: dict[str, Any] = Field(default_factory=dict, description="Any SamplingParams field.")
+    adapter: str | None = Field(None, description="Loaded adapter name, 'base' for the base model, or none.")
+    stream: bool = Field(False, description="true: Server-Sent Events with one JSON message per token.")
+
+    @model_validator(mode="after")
+    def _one_input(self) -> GenerateRequest:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of 'prompt' or 'messages'")
+        if self.prompt is not None and not self.prompt.strip():
+            raise ValueError("'prompt' is empty")
+        if self.messages is not None and not self.messages:
+            raise ValueError("'messages' is empty")
+        return self
+
+
+class SwapAdapterRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    adapter: str | None = Field(None, description="Loaded adapter name, a new adapter path, or null/'base'.")
+
+
+def _ctx(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+def info_dict(info: LoadedModelInfo) -> dict[str, Any]:
+    return {
+        "model": info.model_id,
+        "backend": info.backend,
+        "path": str(info.path),
+        "dtype": info.dtype,
+        "device": info.device,
+        "parameters": info.parameters,
+        "memory_bytes": info.memory_bytes,
+        "load_seconds": round(info.load_seconds, 3),
+        "quantization": info.extra.get("quantization", "none"),
+        "adapters": [a for a in info.extra.get("adapters", "").split(",") if a],
+        "active_adapter": info.extra.get("active_adapter") or None,
+    }
+
+
+def params_from(ctx: AppContext, model: str, params: dict[str, Any]) -> SamplingParams:
+    unknown = sorted(set(params) - set(SamplingParams.model_fields))
+    if unknown:
+        raise ValidationError(f"unknown parameter 'params.{unknown[0]}'", param=f"params.{unknown[0]}")
+    try:
+        return ctx.engines.params_for(model, **params)
+    except ValidationError as exc:
+        raise ValidationError(exc.message, param=f"params.{exc.param}") from None
+
+
+def token_dict(ev: TokenEvent) -> dict[str, Any]:
+    return {
+        "token": ev.token,
+        "token_id": ev.token_id,
+        "text": ev.text,
+        "logprob": ev.logprob,
+        "top": [{"token": t.token, "token_id": t.token_id, "logprob": t.logprob} for t in ev.top_logprobs],
+    }
+
+
+def result_dict(result: GenerationResult, model: str) -> dict[str, Any]:
+    stats = result.stats
+    return {
+        "model": model,
+        "text": result.text,
+        "finish_reason": stats.finish_reason,
+        "usage": {
+            "prompt_tokens": stats.prompt_tokens,
+            "completion_tokens": stats.completion_tokens,
+            "total_tokens": stats.prompt_tokens + stats.completion_tokens,
+        },
+        "stats": stats.to_dict(),
+        "tokens": [token_dict(t) for t in result.tokens],
+    }
+
+
+def start_generation(ctx: AppContext, body: GenerateRequest, *, owner: str | None = None) -> GenerationHandle:
+    params = params_from(ctx, body.model, body.params)
+    if body.messages is not None:
+        messages = [ChatMessage(m.role, m.content) for m in body.messages]
+        return ctx.engines.start_chat(
+            body.model, messages, params, endpoint="api.generate", owner=owner, adapter=body.adapter
+        )
+    return ctx.engines.start_completion(
+        body.model, body.prompt or "", params, endpoint="api.generate", owner=owner, adapter=body.adapter
+    )
+
+
+@router.post("/load")
+def load_model(body: LoadRequest, request: Request) -> dict[str, Any]:
+    """Load a model (converting a GGUF once), optionally quantized and with an adapter."""
+    ctx = _ctx(request)
+    engine = ctx.engines.load(body.model, quantization=body.quantization)
+    if body.adapter:
+        ctx.engines.load_adapter(engine.info.model_id, body.adapter, body.adapter_name)
+    return {"loaded": info_dict(engine.info), "memory": memory_snapshot().to_dict()}
+
+
+@router.get("/estimate")
+def estimate(request: Request, model: str, quantization: str = "none") -> dict[str, Any]:
+    """Memory a model would need, before loading it, and whether it fits."""
+    est = _ctx(request).engines.estimate(model, quantization=quantization)
+    return {**est.__dict__, "summary": est.summary()}
+
+
+@router.get("/models/loaded")
+def loaded_models(request: Request) -> dict[str, Any]:
+    """Every loaded model with its memory, plus this process's memory figures."""
+    return {
+        "models": [info_dict(i) for i in _ctx(request).engines.loaded()],
+        "memory": memory_snapshot().to_dict(),
+    }
+
+
+@router.post("/models/{model_id:path}/unload")
+def unload_model(model_id: str, request: Request) -> dict[str, Any]:
+    """Free a model's memory. 404 when it is not loaded."""
+    ctx = _ctx(request)
+    ctx.engines.engine(model_id)  # 404 if not loaded
+    ctx.engines.unload(model_id)
+    return {"unloaded": model_id, "memory": memory_snapshot().to_dict()}
+
+
+@router.post("/models/{model_id:path}/swap-adapter")
+def swap_adapter(model_id: str, body: SwapAdapterRequest, request: Request) -> dict[str, Any]:
+    """Hot-swap the active adapter without reloading the base model."""
+    ctx = _ctx(request)
+    active = ctx.engines.swap_adapter(model_id, body.adapter)
+    return {"model": ctx.engines.engine(model_id).info.model_id, "active_adapter": active}
+
+
+@router.post("/generate", response_model=None)
+async def generate(body: GenerateRequest, request: Request) -> dict[str, Any] | StreamingResponse:
+    """Generate a reply with per-token log probabilities. ``stream: true`` answers with Server-Sent Events:
+    one ``{"type": "token", ...}`` message per token, then ``{"done": true, ...}`` with the stats."""
+    ctx = _ctx(request)
+    handle = start_generation(ctx, body)
+    it = handle.aiter()
+    first = await anext(it, None)  # errors before the first token become proper 4xx responses
+    if not body.stream:
+        async for _ in it:
+            pass
+        return result_dict(handle.result, handle.model_id)
+
+    async def events() -> AsyncIterator[str]:
+        item = first
+        while item is not None:
+            for msg in stream_messages(item, handle):
+                yield f"data: {json.dumps(msg)}\n\n"
+            item = await anext(it, None)
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+@router.post("/compare")
+def compare(body: GenerateRequest, request: Request) -> dict[str, Any]:
+    """The same prompt with the adapter and with the base model: both replies and their speed."""
+    ctx = _ctx(request)
+    if body.messages is None:
+        messages = [ChatMessage("user", body.prompt or "")]
+    else:
+        messages = [ChatMessage(m.role, m.content) for m in body.messages]
+    params = params_from(ctx, body.model, body.params)
+    with_adapter, base = ctx.engines.compare_with_base(body.model, messages, params, body.adapter)
+    model_id = ctx.engines.engine(body.model).info.model_id
+    return {"adapter": result_dict(with_adapter, model_id), "base": result_dict(base, model_id)}
+
+
+def stream_messages(item: Any, handle: GenerationHandle) -> list[dict[str, Any]]:
+    """The JSON messages one stream item turns into (shared by SSE and the WebSocket)."""
+    if isinstance(item, GenerationStart):
+        return [{"type": "start", "model": handle.model_id, "prompt_tokens": item.prompt_tokens}]
+    if isinstance(item, TokenEvent):
+        return [{"type": "token", **token_dict(item)}]
+    if isinstance(item, GenerationEnd):
+        out: list[dict[str, Any]] = []
+        if item.tail_text:
+            out.append({"type": "text", "text": item.tail_text})
+        out.append({"type": "done", "done": True, **result_dict(handle.result, handle.model_id), "tokens": None})
+        return out
+    return []
+
+
+@router.websocket("/stream")
+async def stream(websocket: WebSocket) -> None:
+    """Send one generate request (same body as POST /generate); receive a JSON message per token event and
+    a final ``{"done": true, ...}``. Send ``{"type": "stop"}`` at any time to end generation early."""
+    ctx: AppContext = websocket.app.state.ctx
+    key = ctx.settings.api_key
+    if key:
+        scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip(), key):
+            await websocket.close(code=4401, reason="missing or wrong API key")
+            return
+    await websocket.accept()
+    try:
+        raw = await websocket.receive_json()
+        try:
+            body = GenerateRequest.model_validate(raw)
+        except PydanticValidationError as exc:
+            raise validation_error_from_pydantic(exc) from None
+        handle = start_generation(ctx, body)
+    except StudioError as exc:
+        await websocket.send_json(exc.to_openai())
+        await websocket.close(code=1008)
+        return
+    except (WebSocketDisconnect, json.JSONDecodeError, TypeError) as exc:
+        if not isinstance(exc, WebSocketDisconnect):
+            await websocket.send_json({"error": {"message": f"send a JSON generate request: {exc}"}})
+            await websocket.close(code=1003)
+        return
+
+    async def listen_for_stop() -> None:
+        try:
+            while True:
+                msg = await websocket.receive_json()
+                if isinstance(msg, dict) and msg.get("type") == "stop":
+                    handle.cancel()
+        except (WebSocketDisconnect, RuntimeError, json.JSONDecodeError):
+            handle.cancel()
+
+    listener = asyncio.create_task(listen_for_stop())
+    try:
+        async for item in handle.aiter():
+            for msg in stream_messages(item, handle):
+                await websocket.send_json(msg)
+    except StudioError as exc:
+        await websocket.send_json(exc.to_openai())
+    except WebSocketDisconnect:
+        handle.cancel()
+        return
+    finally:
+        listener.cancel()
+    await websocket.close()

@@ -462,7 +462,7 @@ def snippets(spec: PromptSpec, base_url: str = "http://127.0.0.1:7860") -> dict[
 
     curl and openai post :func:`to_openai_request`'s body to ``/v1/chat/completions`` (``STUDIO_API_KEY`` is used
     when set). gradio_client calls the Playground's ``/playground_generate`` with every setting filled in
-    (studio defaults for those the spec leaves unset); settings that endpoint has no input for are left out.
+    (studio defaults for those the spec leaves unset).
     """
     base = base_url.rstrip("/")
     body = to_openai_request(spec)
@@ -508,6 +508,8 @@ def snippets(spec: PromptSpec, base_url: str = "http://127.0.0.1:7860") -> dict[
         "repetition_penalty": p.repetition_penalty,
         "stop": _stop_field(p.stop),
         "seed": -1 if p.seed is None else p.seed,
+        "frequency_penalty": p.frequency_penalty,
+        "presence_penalty": p.presence_penalty,
     }
     lines = "".join(f"    {k}={_py_literal(v, 1)},\n" for k, v in args.items())
     gradio = (

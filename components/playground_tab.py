@@ -393,8 +393,11 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
     def load_model(model: str, adapter: str, quant: str, progress: gr.Progress = gr.Progress()) -> tuple[str, str, Any]:  # noqa: B008
         """Load a model (converting a GGUF once), optionally quantized and with a PEFT adapter."""
         progress(0.1, desc="Resolving and estimating memory")
-        est = ctx.engines.estimate(model or "default", quantization=quant if quant != "auto" else "none")
-        progress(0.3, desc=f"Loading ({est.summary()})")
+        try:
+            what = ctx.engines.estimate(model or "default", quantization=quant if quant != "auto" else "none").summary()
+        except ValidationError as exc:  # a remote model: nothing local to estimate
+            what = exc.message
+        progress(0.3, desc=f"Loading ({what})")
         engine = ctx.engines.load(model or "default", quantization=quant or "none")
         active = None
         if (adapter or "").strip():
@@ -402,7 +405,7 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
             active = ctx.engines.load_adapter(engine.info.model_id, adapter.strip())
         info = engine.info
         text = (
-            f"✅ **{info.model_id}** loaded on {info.device} as {info.dtype}"
+            f"✅ **{info.model_id}** loaded ({info.backend} engine) on {info.device} as {info.dtype}"
             f" (quantization: {info.extra.get('quantization', 'none')}), {info.memory_bytes / 2**20:.0f} MiB"
             + (f"; adapter **{active}** active" if active else "")
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import ValidationError as PydanticValidationError
@@ -61,6 +62,15 @@ class ValidationReport:
             raise self.errors[0]
 
 
+def remote_entry(cfg: AliasConfig) -> ModelEntry | None:
+    """The model an alias with ``engine: remote`` names on its OpenAI-compatible server (None without a URL)."""
+    url = cfg.context_params.base_url
+    if not url:
+        return None
+    url = url.rstrip("/")
+    return ModelEntry(id=f"{cfg.repo}@{url}", source="remote", format="remote", path=Path("."), repo=cfg.repo, url=url)
+
+
 def model_alias(entry: ModelEntry) -> AliasConfig:
     return AliasConfig(
         alias=entry.id, repo=entry.repo or str(entry.path), filename=entry.filename, snapshot=entry.snapshot
@@ -80,6 +90,8 @@ class AliasResolver:
         return out
 
     def _find_entry(self, cfg: AliasConfig, entries: list[ModelEntry]) -> ModelEntry | None:
+        if cfg.context_params.engine == "remote":
+            return remote_entry(cfg)
         for e in entries:
             if cfg.filename:
                 if e.filename == cfg.filename and (e.repo == cfg.repo or e.id == cfg.repo):
@@ -95,6 +107,12 @@ class AliasResolver:
 
     def entry_for(self, cfg: AliasConfig) -> ModelEntry:
         entry = self._find_entry(cfg, self.registry.list_models())
+        if entry is None and cfg.context_params.engine == "remote":
+            raise ValidationError(
+                f"alias '{cfg.alias}' uses engine 'remote' but sets no context_params.base_url "
+                "(the server's OpenAI base URL, e.g. http://127.0.0.1:8000/v1)",
+                param="context_params.base_url",
+            )
         if entry is None:
             what = f"{cfg.repo}/{cfg.filename}" if cfg.filename else cfg.repo
             raise ModelNotFoundError(
@@ -183,6 +201,8 @@ def validate_alias(
             entry = resolver.entry_for(probe)
         except ModelNotFoundError as exc:
             report.errors.append(ValidationError(exc.message, param="repo"))
+        except ValidationError as exc:
+            report.errors.append(exc)
     if cfg is None:
         return None, report
     if cfg.chat_template:

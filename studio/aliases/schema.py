@@ -32,6 +32,16 @@ class ContextParams(BaseModel):
     n_seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed used to initialise the context.")
     engine: Engine | None = Field(None, description="Inference engine: auto, transformers, vllm, llamacpp, remote.")
     dtype: Dtype | None = Field(None, description="Weight precision: auto, bfloat16, float16, float32.")
+    base_url: str | None = Field(
+        None,
+        pattern=r"^https?://\S+$",
+        description="engine remote: base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.",
+    )
+    api_key_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="engine remote: name of the environment variable holding the server's API key.",
+    )
 
 
 class RequestParams(BaseModel):

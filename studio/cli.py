@@ -183,7 +183,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.port:
         overrides["port"] = args.port
     settings = Settings(**overrides)  # type: ignore[arg-type]
-    from app import create_app  # the UI layer; imported only when serving
+    from app import create_app, start_share_tunnel  # the UI layer; imported only when serving
 
     app, ctx = create_app(settings)
     if not args.no_preload:
@@ -195,33 +195,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info")
     server = uvicorn.Server(config)
     if args.share:
-        _start_share_tunnel(server, settings.host, settings.port)
+        start_share_tunnel(server, settings.host, settings.port)
     try:
         server.run()
     finally:
         ctx.close()
     return 0
-
-
-def _start_share_tunnel(server: object, host: str, port: int) -> None:
-    """Open a public gradio.live link once the server is up (needs internet; failures are reported)."""
-    import secrets
-    import threading
-    import time
-
-    def run() -> None:
-        while not getattr(server, "started", False):
-            time.sleep(0.2)
-        try:
-            from gradio.networking import setup_tunnel
-
-            local = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-            share_url = setup_tunnel(local, port, secrets.token_urlsafe(32), None, None)
-            log.info("public share link: %s", share_url)
-        except Exception as exc:
-            log.error("could not create a share link (it needs internet access to gradio.live): %s", exc)
-
-    threading.Thread(target=run, name="share-tunnel", daemon=True).start()
 
 
 def build_parser() -> argparse.ArgumentParser:

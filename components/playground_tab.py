@@ -255,9 +255,10 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
         state: PlaygroundSession | None,
         use_case_name: str | None,
         request: gr.Request,
-    ) -> Iterator[tuple[list[dict[str, Any]], str, str, PlaygroundSession]]:
+    ) -> Iterator[tuple[list[dict[str, Any]], str, Any, PlaygroundSession]]:
         """Stream the model's reply to `message`, given the earlier `history`. Yields (chat, stats, input box).
-        The exchange is saved to the active conversation."""
+        The exchange is saved to the active conversation. The input box is cleared by the first update only,
+        so text typed while the reply finishes is never wiped."""
         state = state or PlaygroundSession()
         history = list(history or [])
         messages = build_messages(system_prompt or "", history, message or "")
@@ -284,7 +285,7 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
             if new_text != reply or handle.result.finished:
                 reply = new_text
                 chat[-1] = {"role": "assistant", "content": reply}
-                yield chat, _stats_text(handle.result, not handle.result.finished), "", state
+                yield chat, _stats_text(handle.result, not handle.result.finished), gr.update(), state
         result = handle.result
         chat[-1] = {"role": "assistant", "content": result.text}
         state.remember_reply(handle.model_id, result.tokens, result.text, messages=messages)
@@ -300,7 +301,7 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
             use_case=state.use_case,
         )
         state.conversation_id = detail.id
-        yield chat, result.stats.summary(), "", state
+        yield chat, result.stats.summary(), gr.update(), state
 
     def stop_generation(request: gr.Request) -> None:
         """Stop this browser session's running generation (the partial reply stays)."""

@@ -38,6 +38,10 @@ def test_chat_in_the_playground_streams_and_shows_stats(server, browser, tmp_pat
             break
         time.sleep(0.05)
     stats = page.inner_text("#playground-stats")
+    # typed the moment the stats say "finish": the last updates of the reply must not wipe it
+    page.fill("#playground-input textarea", "typed right away")
+    time.sleep(2)
+    assert page.locator("#playground-input textarea").input_value() == "typed right away"
     page.screenshot(path=str(tmp_path / "playground.png"), full_page=True)
 
     final = bot.last.inner_text().strip()

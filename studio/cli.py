@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -190,6 +191,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         entry = ctx.registry.resolve("default")
         log.info("loading default model %s (converting it once if needed)…", entry.id)
         ctx.engines.load(entry.id)
+    worker = None
+    if not args.no_worker and os.environ.get("STUDIO_START_WORKER", "1") != "0":
+        from studio.jobs.worker import start_background_worker
+
+        worker = start_background_worker(settings, database_url=ctx.db.url)
+        log.info("job worker started (pid %d, log %s)", worker.pid, worker.log_file)
     url = f"http://{settings.host}:{settings.port}"
     log.info("Whetstone Studio on %s  (API docs: %s/docs, OpenAI base URL: %s/v1)", url, url, url)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info")
@@ -199,6 +206,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         server.run()
     finally:
+        if worker is not None:
+            worker.stop(timeout_s=15)
         ctx.close()
     return 0
 
@@ -213,7 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default STUDIO_PORT or 7860)")
     serve.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     serve.add_argument("--no-preload", action="store_true", help="do not load the default model at start")
+    serve.add_argument(
+        "--no-worker", action="store_true", help="do not start a job worker (run `studio worker` elsewhere)"
+    )
     serve.set_defaults(func=cmd_serve)
+
+    from studio.jobs.cli import register as register_jobs
+
+    register_jobs(sub)  # `studio worker` and `studio jobs submit|list|show|cancel|resume`
 
     models = sub.add_parser("models", help="models on this machine")
     msub = models.add_subparsers(dest="models_command", required=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from studio.datasets.store import DatasetStore
 from studio.db import Database, RequestLog
 from studio.inference.manager import EngineManager, FinishedGeneration
 from studio.models.registry import ModelRegistry
@@ -19,6 +20,7 @@ class AppContext:
     db: Database
     registry: ModelRegistry
     engines: EngineManager
+    datasets: DatasetStore
 
     @classmethod
     def create(cls, settings: Settings | None = None) -> AppContext:
@@ -27,7 +29,19 @@ class AppContext:
         settings.ensure_dirs()
         db = Database(settings.db_url)
         registry = ModelRegistry(settings)
-        ctx = cls(settings=settings, db=db, registry=registry, engines=EngineManager(settings, registry))
+        ctx = cls(
+            settings=settings,
+            db=db,
+            registry=registry,
+            engines=EngineManager(settings, registry),
+            datasets=DatasetStore(settings, db),
+        )
+        try:
+            from studio.datasets.builtin import ensure_builtin_datasets
+
+            ensure_builtin_datasets(ctx.datasets)  # the shipped example datasets, imported once per home
+        except Exception:  # a broken shipped file must not keep the studio from starting
+            log.exception("could not import the built-in datasets")
         ctx.engines.on_finish = ctx.record_generation
         return ctx
 

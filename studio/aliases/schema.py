@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 ALIAS_NAME_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,256}$")
 
 Engine = Literal["auto", "transformers", "vllm", "llamacpp", "remote"]
+KvCacheType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1"]
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 
 
@@ -42,6 +43,25 @@ class ContextParams(BaseModel):
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="engine remote: name of the environment variable holding the server's API key.",
     )
+    # llama.cpp (engine llamacpp) only
+    n_batch: int | None = Field(
+        None, ge=1, le=65_536, description="llama.cpp: prompt tokens processed per batch (default 512)."
+    )
+    flash_attn: bool | None = Field(None, description="llama.cpp: use flash attention.")
+    kv_cache_type: KvCacheType | None = Field(
+        None, description="llama.cpp: KV cache precision (f16 default; q8_0/q4_0 save memory, need flash_attn)."
+    )
+    n_gpu_layers: int | None = Field(
+        None, ge=-1, le=10_000, description="llama.cpp: layers offloaded to the GPU (-1 = all, 0 = CPU only)."
+    )
+    use_mlock: bool | None = Field(None, description="llama.cpp: lock the weights in RAM (no swapping).")
+    use_mmap: bool | None = Field(None, description="llama.cpp: memory-map the GGUF file (default on).")
+
+    def llamacpp_options(self) -> dict[str, Any]:
+        """The set llama.cpp-only fields (n_batch, flash_attn, kv_cache_type, n_gpu_layers, use_mlock, use_mmap)
+        and n_keep, by our names; :mod:`studio.inference.llamacpp_backend` maps them onto llama.cpp's."""
+        names = ("n_batch", "flash_attn", "kv_cache_type", "n_gpu_layers", "use_mlock", "use_mmap", "n_keep")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
 
 class RequestParams(BaseModel):

@@ -41,6 +41,9 @@ class LoadRequest(BaseModel):
     quantization: Literal["none", "int8", "int4", "nf4", "auto"] = Field(
         "none", description="bitsandbytes quantization at load; auto = only when the model would not fit."
     )
+    engine: Literal["auto", "transformers", "vllm", "llamacpp", "remote"] | None = Field(
+        None, description="Engine for this load; default: the alias's context_params.engine, else auto."
+    )
 
 
 class GenerateRequest(BaseModel):
@@ -81,6 +84,8 @@ def info_dict(info: LoadedModelInfo) -> dict[str, Any]:
     return {
         "model": info.model_id,
         "backend": info.backend,
+        "engine": info.backend,
+        "engine_reason": info.extra.get("engine_reason", ""),
         "path": str(info.path),
         "dtype": info.dtype,
         "device": info.device,
@@ -145,9 +150,9 @@ def start_generation(ctx: AppContext, body: GenerateRequest, *, owner: str | Non
 def load_model(body: LoadRequest, request: Request) -> dict[str, Any]:
     """Load a model (converting a GGUF once), optionally quantized and with an adapter."""
     ctx = _ctx(request)
-    engine = ctx.engines.load(body.model, quantization=body.quantization)
+    engine = ctx.engines.load(body.model, quantization=body.quantization, engine=body.engine)
     if body.adapter:
-        ctx.engines.load_adapter(engine.info.model_id, body.adapter, body.adapter_name)
+        ctx.engines.load_adapter_on(engine, body.adapter, body.adapter_name)
     return {"loaded": info_dict(engine.info), "memory": memory_snapshot().to_dict()}
 
 

@@ -13,7 +13,16 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, inspect
 from sqlmodel import Session, SQLModel, select
 
-from studio.db.tables import Conversation, ConversationMessage, RequestLog, SchemaVersion
+from studio.db.tables import (
+    Conversation,
+    ConversationMessage,
+    Dataset,
+    DatasetVersion,
+    Job,
+    JobMetric,
+    RequestLog,
+    SchemaVersion,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +45,22 @@ def _conversations(conn: Connection) -> None:
     )
 
 
+def _datasets_and_jobs(conn: Connection) -> None:
+    SQLModel.metadata.create_all(
+        conn,
+        tables=[
+            Dataset.__table__,  # type: ignore[attr-defined]
+            DatasetVersion.__table__,  # type: ignore[attr-defined]
+            Job.__table__,  # type: ignore[attr-defined]
+            JobMetric.__table__,  # type: ignore[attr-defined]
+        ],
+    )
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "request log", _initial),
     Migration(2, "playground conversations", _conversations),
+    Migration(3, "datasets, dataset versions, jobs and job metrics", _datasets_and_jobs),
 ]
 
 

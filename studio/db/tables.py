@@ -79,3 +79,96 @@ class ConversationMessage(SQLModel, table=True):
     model: str | None = Field(default=None, max_length=512)
     params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     stats: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+
+
+class Dataset(SQLModel, table=True):
+    """A named dataset of labelled examples; its content lives in immutable ``DatasetVersion`` rows."""
+
+    __tablename__ = "dataset"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    name: str = Field(unique=True, max_length=200)
+    description: str = Field(default="")
+    kind: str = Field(max_length=16)  # "supervised" | "preference"
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow, index=True)
+    latest_version_id: str | None = Field(default=None, max_length=32)
+
+
+class DatasetVersion(SQLModel, table=True):
+    """One immutable version of a dataset, identified by the sha256 of its normalised content.
+
+    The normalised examples are stored as JSONL under ``STUDIO_HOME/datasets/<dataset_id>/<content_hash>.jsonl``
+    (``path`` is relative to STUDIO_HOME). Re-uploading identical content finds the existing row.
+    """
+
+    __tablename__ = "dataset_version"
+    __table_args__ = (UniqueConstraint("dataset_id", "content_hash"), UniqueConstraint("dataset_id", "number"))
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    dataset_id: str = Field(foreign_key="dataset.id", ondelete="CASCADE", index=True, max_length=32)
+    number: int  # 1, 2, 3 ... per dataset
+    content_hash: str = Field(index=True, max_length=64)
+    format: str = Field(max_length=32)  # messages | prompt_completion | alpaca | sharegpt | preference
+    kind: str = Field(max_length=16)  # supervised | preference
+    num_examples: int = 0
+    size_bytes: int = 0
+    path: str = Field(max_length=1024)
+    source: str = Field(default="upload", max_length=32)  # upload | edit | conversations | feedback | builtin
+    parent_version_id: str | None = Field(default=None, max_length=32)
+    lineage: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    stats: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Job(SQLModel, table=True):
+    """A background job (fine-tuning, evaluation, audit) queued in the database and claimed by a worker.
+
+    States: queued -> running -> succeeded | failed | cancelled | interrupted. ``config`` holds the full,
+    validated job config (the same schema as the YAML file / UI form / CLI).
+    """
+
+    __tablename__ = "job"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    kind: str = Field(index=True, max_length=32)  # finetune | eval | audit | ...
+    name: str = Field(default="", max_length=200)
+    state: str = Field(default="queued", index=True, max_length=16)
+    priority: int = Field(default=0, index=True)  # higher runs first
+    not_before: datetime | None = Field(default=None)
+    device: str = Field(default="cpu", max_length=32)
+    config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    updated_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    worker_id: str | None = Field(default=None, max_length=128)
+    pid: int | None = None
+    attempts: int = 0
+    cancel_requested: bool = False
+    progress: float = 0.0  # 0..1
+    step: int = 0
+    total_steps: int | None = None
+    epoch: float | None = None
+    eta_s: float | None = None
+    message: str = Field(default="")  # last status line, or the failure reason
+    artifact_path: str | None = Field(default=None, max_length=1024)
+    checkpoint_path: str | None = Field(default=None, max_length=1024)
+    result: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    favourite: bool = False
+    archived: bool = False
+
+
+class JobMetric(SQLModel, table=True):
+    """One logged point of a job (a training log step or an eval): ``values`` maps metric name -> number."""
+
+    __tablename__ = "job_metric"
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="job.id", ondelete="CASCADE", index=True, max_length=32)
+    step: int
+    epoch: float | None = None
+    values: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)

@@ -79,6 +79,7 @@ class EngineCapabilities:
     attention: bool = False
     adapters: bool = False
     chat_template: bool = True
+    concurrent: bool = False  # serves several requests at once (batching); else the manager serialises them
 
 
 @dataclass

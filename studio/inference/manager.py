@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,10 @@ from typing import Any
 from studio.aliases.resolve import AliasResolver, ResolvedModel
 from studio.aliases.schema import AliasConfig
 from studio.aliases.store import AliasStore
-from studio.errors import BackendUnavailableError, GenerationError, NotFoundError, StudioError, ValidationError
+from studio.errors import GenerationError, NotFoundError, StudioError, ValidationError
 from studio.inference.base import ChatMessage, ChatTemplateSpec, Engine, LoadedModelInfo, StreamItem
 from studio.inference.params import SamplingParams, make_sampling_params
+from studio.inference.routing import EngineChoice, choose_engine
 from studio.inference.stats import GenerationResult
 from studio.models.convert import prepare_model
 from studio.models.registry import ModelEntry, ModelRegistry
@@ -133,17 +135,40 @@ class EngineManager:
         merged.update({k: v for k, v in request.items() if v is not None})
         return make_sampling_params(**merged)
 
-    def load(self, name: str, *, quantization: str = "none", adapter: str | None = None) -> Engine:
+    def load(
+        self, name: str, *, quantization: str = "none", adapter: str | None = None, engine: str | None = None
+    ) -> Engine:
         """Return the engine for ``name``, loading (and converting, once) if needed.
 
         ``quantization`` is none, int8, int4, nf4 (bitsandbytes) or auto (quantize only when the estimate says
         the model would not fit in free memory); asking for another quantization than the loaded one reloads.
         ``adapter`` (a PEFT adapter directory, absolute or under STUDIO_HOME/adapters) is loaded on top.
+        ``engine`` (transformers, vllm, llamacpp, remote, auto) overrides the alias's ``context_params.engine``;
+        asking for another engine than the loaded one reloads.
         """
-        return self.load_resolved(self.resolver.resolve(name), quantization=quantization, adapter=adapter)
+        return self.load_resolved(
+            self.resolver.resolve(name), quantization=quantization, adapter=adapter, engine=engine
+        )
+
+    def choose_engine(self, resolved: ResolvedModel, engine: str | None = None) -> EngineChoice:
+        """The engine that serves ``resolved`` (``engine`` > the alias's ``context_params.engine`` > auto)."""
+        cp = resolved.alias.context_params if resolved.alias else None
+        if engine not in (None, "", "auto"):
+            return choose_engine(resolved.entry, engine, requested_by="load request")
+        return choose_engine(
+            resolved.entry,
+            cp.engine if cp else None,
+            n_parallel=cp.n_parallel if cp else None,
+            requested_by=f"alias '{resolved.alias.alias}'" if resolved.alias else "alias",
+        )
 
     def load_resolved(
-        self, resolved: ResolvedModel, *, quantization: str = "none", adapter: str | None = None
+        self,
+        resolved: ResolvedModel,
+        *,
+        quantization: str = "none",
+        adapter: str | None = None,
+        engine: str | None = None,
     ) -> Engine:
         """:meth:`load` for an already resolved model (remote models have no registry name to resolve again)."""
         entry = resolved.entry
@@ -152,86 +177,120 @@ class EngineManager:
                 f"unknown quantization '{quantization}'; choose one of {', '.join(QUANTIZATIONS)}",
                 param="quantization",
             )
+        choice = self.choose_engine(resolved, engine)
+        key, current = self._find(resolved, choice)
         with self._lock:
-            current = self._engines.get(entry.id)
-            load_lock = self._load_locks.setdefault(entry.id, threading.Lock())
+            load_lock = self._load_locks.setdefault(key, threading.Lock())
         wanted = quantization
         if current is not None and wanted not in ("auto", current.info.extra.get("quantization", "none")):
-            self.unload(entry.id)  # the same model in another precision
+            self.unload(key)  # the same model in another precision
             current = None
         if current is None:
             with load_lock:
                 with self._lock:
-                    current = self._engines.get(entry.id)
+                    current = self._engines.get(key)
                 if current is None:
-                    current = self._load_engine(resolved, wanted)
+                    current = self._load_engine(resolved, wanted, choice)
+                    current.info.extra["engine_reason"] = choice.reason
+                    if key != entry.id:
+                        current.info.extra["engine_key"] = key
+                    with self._lock:
+                        self._engines[key] = current
+                        self._engine_locks[key] = threading.Lock()
         if adapter:
-            self.load_adapter(entry.id, adapter)
+            self.load_adapter_on(current, adapter, None)
         return current
 
-    def _load_engine(self, resolved: ResolvedModel, quantization: str) -> Engine:
+    def _find(self, resolved: ResolvedModel, choice: EngineChoice) -> tuple[str, Engine | None]:
+        """The key a model's engine is kept under, and the loaded engine serving this request (if any).
+
+        One model may be loaded on several engines at once (e.g. transformers and llama.cpp, to compare them):
+        the engine ``auto`` picks is kept under the model id, another one under ``<model id>@<engine>``. A
+        request naming an engine (alias or load request) gets exactly that engine; an ``auto`` request takes the
+        model's auto engine if loaded, else whichever engine already has the model loaded."""
         entry = resolved.entry
-        engine: Engine
         if entry.format == "remote":
+            key = entry.id
+        elif choice.explicit:
+            auto = choose_engine(entry, None, n_parallel=None)
+            key = entry.id if auto.engine == choice.engine else f"{entry.id}@{choice.engine}"
+        else:
+            key = entry.id
+        with self._lock:
+            current = self._engines.get(key)
+            if current is None and not choice.explicit:
+                others = [k for k in self._engines if k.startswith(f"{entry.id}@")]
+                if others:
+                    key, current = others[0], self._engines[others[0]]
+        return key, current
+
+    def _lock_for(self, engine: Engine) -> threading.Lock:
+        with self._lock:
+            for key, loaded in self._engines.items():
+                if loaded is engine:
+                    return self._engine_locks[key]
+        raise NotFoundError(f"model '{engine.info.model_id}' was unloaded meanwhile", param="model")
+
+    def _load_engine(self, resolved: ResolvedModel, quantization: str, choice: EngineChoice) -> Engine:
+        entry = resolved.entry
+        cp = resolved.alias.context_params if resolved.alias else None
+        threads = (cp.n_threads if cp else None) or self.settings.threads
+        dtype = (cp.dtype if cp else None) or self.settings.dtype
+        if choice.engine == "remote":
             import os
 
             from studio.inference.remote_backend import RemoteEngine
 
-            key_env = resolved.alias.context_params.api_key_env if resolved.alias else None
-            engine = RemoteEngine(
+            key_env = cp.api_key_env if cp else None
+            return RemoteEngine(
                 entry.id, entry.url or "", entry.repo or entry.id, api_key=os.environ.get(key_env) if key_env else None
             )
-            with self._lock:
-                self._engines[entry.id] = engine
-                self._engine_locks[entry.id] = threading.Lock()
-            return engine
-        engine_name = (resolved.alias.context_params.engine if resolved.alias else None) or "auto"
-        if engine_name == "llamacpp":
-            if entry.format != "gguf":
-                raise ValidationError(
-                    f"the llamacpp engine runs GGUF files; '{entry.id}' is a {entry.format} model", param="engine"
-                )
+        if choice.engine == "llamacpp":
             from studio.inference.llamacpp_backend import LlamaCppEngine
 
-            cp = resolved.alias.context_params if resolved.alias else None
-            engine = LlamaCppEngine(
+            return LlamaCppEngine(
                 entry.id,
                 entry.path,
                 n_ctx=cp.n_ctx if cp else None,
-                n_threads=(cp.n_threads if cp else None) or self.settings.threads,
+                n_threads=threads,
                 seed=cp.n_seed if cp else None,
                 quant=entry.quant,
-            )
-            with self._lock:
-                self._engines[entry.id] = engine
-                self._engine_locks[entry.id] = threading.Lock()
-            return engine
-        if engine_name == "vllm":
-            raise BackendUnavailableError(
-                "the vllm engine is not built into this release yet; use transformers, llamacpp or remote",
+                options=cp.llamacpp_options() if cp else {},
             )
         path = prepare_model(entry, self.settings.models_dir)
+        if choice.engine == "vllm":
+            if quantization not in ("none", "auto"):
+                raise ValidationError(
+                    "bitsandbytes quantization is a transformers feature; load with engine transformers",
+                    param="quantization",
+                )
+            from studio.inference.vllm_backend import VllmEngine
+
+            return VllmEngine(
+                entry.id,
+                path,
+                log_dir=self.settings.home / "logs",
+                dtype=dtype,
+                n_ctx=cp.n_ctx if cp else None,
+                n_parallel=cp.n_parallel if cp else None,
+                seed=cp.n_seed if cp else None,
+                threads=threads,
+            )
         from studio.inference.torch_setup import import_torch
         from studio.inference.transformers_backend import TransformersEngine
 
-        dtype = (resolved.alias.context_params.dtype if resolved.alias else None) or self.settings.dtype
-        threads = (resolved.alias.context_params.n_threads if resolved.alias else None) or self.settings.threads
         if quantization == "auto":
             est = self.estimate(entry.id, dtype=dtype)
             quantization = "none" if est.fits else est.suggestion.split(" ")[0]
             log.info("auto quantization for %s: %s (%s)", entry.id, quantization, est.summary())
         import_torch(threads)
-        engine = TransformersEngine(
+        return TransformersEngine(
             entry.id,
             path,
             dtype=dtype,
             threads=threads,
             quantization=quantization,  # type: ignore[arg-type]
         )
-        with self._lock:
-            self._engines[entry.id] = engine
-            self._engine_locks[entry.id] = threading.Lock()
-        return engine
 
     def estimate(self, name: str, *, dtype: str | None = None, quantization: str = "none") -> LoadEstimate:
         """How much memory loading ``name`` would take, and whether it fits (converts a GGUF once first)."""
@@ -248,11 +307,14 @@ class EngineManager:
         dt = str(resolve_dtype(dtype or self.settings.dtype, device)).removeprefix("torch.")
         return estimate_load(path, dtype=dt, device=device, quantization=quantization)
 
-    def engine(self, name: str) -> Engine:
-        """The loaded engine for ``name`` (no loading); NotFoundError when it is not loaded."""
-        model_id = name if name in self._engines else self.resolver.resolve(name).entry.id
+    def engine(self, name: str, engine_name: str | None = None) -> Engine:
+        """The loaded engine for ``name`` (no loading); NotFoundError when it is not loaded. ``name`` may also
+        be a key of :meth:`loaded_keys` (``<model id>@<engine>``)."""
         with self._lock:
-            engine = self._engines.get(model_id)
+            engine = self._engines.get(name)
+        if engine is None:
+            resolved = self.resolver.resolve(name)
+            _key, engine = self._find(resolved, self.choose_engine(resolved, engine_name))
         if engine is None:
             loaded = ", ".join(self._engines) or "none"
             raise NotFoundError(f"model '{name}' is not loaded; loaded: {loaded}", param="model")
@@ -272,9 +334,17 @@ class EngineManager:
 
     def load_adapter(self, model: str, adapter: str, name: str | None = None) -> str:
         """Load a PEFT adapter onto a loaded model (waits for its running generation) and make it active."""
-        engine = self.engine(model)
+        return self.load_adapter_on(self.engine(model), adapter, name)
+
+    def load_adapter_on(self, engine: Engine, adapter: str, name: str | None = None) -> str:
+        """Load a PEFT adapter onto this loaded ``engine`` (one model may be loaded on several engines)."""
+        if not engine.capabilities.adapters:
+            raise ValidationError(
+                f"the {engine.backend} engine cannot load adapters; load the model on transformers or vllm",
+                param="adapter",
+            )
         path = self.adapter_path(adapter)
-        with self._engine_locks[engine.info.model_id]:
+        with self._lock_for(engine):
             return engine.load_adapter(path, name)  # type: ignore[attr-defined, no-any-return]
 
     def swap_adapter(self, model: str, adapter: str | None) -> str | None:
@@ -283,7 +353,7 @@ class EngineManager:
         engine = self.engine(model)
         loaded: dict[str, Path] = getattr(engine, "adapters", {})
         if adapter in (None, "", "base") or adapter in loaded:
-            with self._engine_locks[engine.info.model_id]:
+            with self._lock_for(engine):
                 engine.set_active_adapter(adapter)  # type: ignore[attr-defined]
             return engine.active_adapter  # type: ignore[attr-defined, no-any-return]
         return self.load_adapter(model, str(adapter))
@@ -308,7 +378,7 @@ class EngineManager:
                 param="model",
             )
         template = self.template_for(resolved.chat_template, resolved.entry)
-        with self._engine_locks[engine.info.model_id]:
+        with self._lock_for(engine):
             if messages is not None:
                 prompt_ids = engine.chat_token_ids(messages, template)  # type: ignore[attr-defined]
             elif prompt_text is not None:
@@ -323,17 +393,29 @@ class EngineManager:
         with self._lock:
             return [e.info for e in self._engines.values()]
 
-    def unload(self, name: str) -> bool:
-        """Unload a model (waits for its running generation). Returns False when it was not loaded."""
-        model_id = name if name in self._engines else self.resolver.resolve(name).entry.id
+    def loaded_keys(self) -> list[str]:
+        """Keys of the loaded engines: the model id, or ``<model id>@<engine>`` for a second engine."""
         with self._lock:
-            engine = self._engines.get(model_id)
-            lock = self._engine_locks.get(model_id)
+            return list(self._engines)
+
+    def unload(self, name: str, engine_name: str | None = None) -> bool:
+        """Unload a model (waits for its running generation). Returns False when it was not loaded."""
+        with self._lock:
+            key: str | None = name if name in self._engines else None
+        if key is None:
+            resolved = self.resolver.resolve(name)
+            found, engine_found = self._find(resolved, self.choose_engine(resolved, engine_name))
+            key = found if engine_found is not None else None
+        if key is None:
+            return False
+        with self._lock:
+            engine = self._engines.get(key)
+            lock = self._engine_locks.get(key)
         if engine is None or lock is None:
             return False
         with lock:
             with self._lock:
-                self._engines.pop(model_id, None)
+                self._engines.pop(key, None)
             engine.unload()
         del engine
         release_memory()
@@ -473,7 +555,10 @@ class EngineManager:
             error: str | None = None
             try:
                 engine = self.load_resolved(resolved)
-                with self._engine_locks[entry.id]:
+                lock: AbstractContextManager[Any] = (
+                    nullcontext() if engine.capabilities.concurrent else self._lock_for(engine)
+                )
+                with lock:
                     for item in run(engine, handle._cancel):
                         handle.result.add(item)
                         handle._queue.put(item)

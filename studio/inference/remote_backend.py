@@ -42,7 +42,13 @@ _EXTENSIONS_NEUTRAL = {"top_k": 0, "repetition_penalty": 1.0}
 
 class RemoteEngine(Engine):
     backend = "remote"
-    capabilities = EngineCapabilities(logprobs=True, attention=False, adapters=False, chat_template=False)
+    capabilities = EngineCapabilities(
+        logprobs=True, attention=False, adapters=False, chat_template=False, concurrent=True
+    )
+
+    # end-of-sequence tokens a server reports among the logprobs (vLLM does); the other engines do not count
+    # them as generated tokens, so neither does this one
+    hidden_tokens: frozenset[str] = frozenset()
 
     def __init__(
         self, model_id: str, base_url: str, remote_model: str, *, api_key: str | None = None, timeout: float = 300.0
@@ -159,7 +165,9 @@ class RemoteEngine(Engine):
                     if usage:
                         start.prompt_tokens = int(usage.get("prompt_tokens") or 0)
                     for choice in chunk.get("choices") or []:
-                        yield from _choice_events(choice, chat=chat)
+                        for event in _choice_events(choice, chat=chat):
+                            if event.text or event.token not in self.hidden_tokens:
+                                yield event
                         if choice.get("finish_reason"):
                             finish = "length" if choice["finish_reason"] == "length" else "stop"
         except httpx.HTTPError as exc:

@@ -28,6 +28,9 @@ def test_load_lists_and_generate_with_logprobs(http: httpx.Client) -> None:
     assert r.json()["loaded"]["model"] == BUNDLED
     loaded = http.get("/api/inference/models/loaded").json()
     entry = next(m for m in loaded["models"] if m["model"] == BUNDLED)
+    # the chosen engine and why (auto keeps the bundled model on transformers for adapters and attention)
+    assert entry["engine"] == "transformers"
+    assert entry["engine_reason"].startswith("auto: the bundled model runs on transformers")
     assert entry["memory_bytes"] > 100_000_000 and loaded["memory"]["process_rss"] > entry["memory_bytes"]
 
     body = {"model": "default", "messages": FRANCE, "params": {"temperature": 0, "max_tokens": 12, "top_logprobs": 5}}
@@ -143,3 +146,17 @@ def test_unload_and_reload(http: httpx.Client) -> None:
     assert BUNDLED not in [m["model"] for m in http.get("/api/inference/models/loaded").json()["models"]]
     body = {"model": "default", "messages": FRANCE, "params": {"temperature": 0, "max_tokens": 8}}
     assert "Paris" in http.post("/api/inference/generate", json=body).json()["text"]  # loads again on demand
+
+
+def test_load_with_a_chosen_engine(http: httpx.Client) -> None:
+    """The engine picked per load: the same model on llama.cpp next to transformers, each reported with why."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (make setup)")
+    r = http.post("/api/inference/load", json={"model": "default", "engine": "llamacpp"})
+    assert r.status_code == 200, r.text
+    assert r.json()["loaded"]["engine"] == "llamacpp"
+    assert r.json()["loaded"]["engine_reason"] == "llamacpp requested by the load request"
+    engines = {m["engine"] for m in http.get("/api/inference/models/loaded").json()["models"] if m["model"] == BUNDLED}
+    assert "llamacpp" in engines
+    bad = http.post("/api/inference/load", json={"model": "default", "engine": "tgi"})
+    assert bad.status_code == 400 and "engine" in bad.text
+    assert http.post(f"/api/inference/models/{BUNDLED}@llamacpp/unload").status_code == 200

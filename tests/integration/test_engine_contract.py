@@ -1,7 +1,8 @@
 """One contract, every installed backend: streaming, stop strings, seeds, logprobs, max_tokens.
 
 The remote backend is tested against a real OpenAI-compatible server on 127.0.0.1: the studio's own
-`studio serve` (the session `server` fixture), addressed through an alias with `engine: remote`."""
+`studio serve` (the session `server` fixture), addressed through an alias with `engine: remote` (and against a
+real vLLM server in test_vllm.py). vLLM runs once per session (`vllm_ctx`)."""
 
 from __future__ import annotations
 
@@ -20,11 +21,16 @@ BUNDLED = "HuggingFaceTB/SmolLM2-135M-Instruct"
 FRANCE = [ChatMessage("user", "What is the capital of France?")]
 
 
-@pytest.fixture(params=["transformers", "remote", "llamacpp"])
+@pytest.fixture(params=["transformers", "remote", "llamacpp", "vllm"])
 def engine_model(request, private_ctx: AppContext) -> Iterator[tuple[AppContext, str, str]]:  # type: ignore[no-untyped-def]
     """(context, model name to request, backend) for each backend."""
     if request.param == "transformers":
         yield private_ctx, "default", "transformers"
+        return
+    if request.param == "vllm":  # one vLLM engine for the session (its start takes a minute)
+        from tests.conftest import VLLM_ALIAS
+
+        yield request.getfixturevalue("vllm_ctx"), VLLM_ALIAS, "vllm"
         return
     folder = private_ctx.settings.home / "aliases"
     folder.mkdir(exist_ok=True)
@@ -148,4 +154,36 @@ def test_llamacpp_against_transformers(private_ctx: AppContext) -> None:
         gg = private_ctx.engines.chat("gguf:smol", msgs, params)
         assert hf.stats.prompt_tokens == gg.stats.prompt_tokens
         same_first += hf.tokens[0].token == gg.tokens[0].token
+    # both engines really ran (the same model id on two engines at once; before, the alias reused the
+    # transformers engine already loaded for "default" and this comparison compared a model with itself)
+    assert sorted(info.backend for info in private_ctx.engines.loaded()) == ["llamacpp", "transformers"]
+    assert private_ctx.engines.engine("gguf:smol").backend == "llamacpp"
+    assert private_ctx.engines.engine("default").backend == "transformers"
     assert same_first >= 2, f"only {same_first} of {len(prompts)} first tokens agree"
+
+
+def test_llamacpp_context_params(private_ctx: AppContext) -> None:
+    """An alias's llama.cpp params reach llama.cpp: batch size, flash attention with a q8_0 KV cache, no mmap,
+    a small context with n_keep shifting an over-long prompt instead of refusing it."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (make setup)")
+    from studio.errors import ValidationError
+    from studio.models.registry import bundled_gguf
+
+    gguf = bundled_gguf()
+    assert gguf is not None
+    folder = private_ctx.settings.home / "aliases"
+    folder.mkdir(exist_ok=True)
+    base = {"repo": BUNDLED, "filename": gguf.name}
+    params = {"engine": "llamacpp", "n_ctx": 128, "n_batch": 32, "flash_attn": True, "kv_cache_type": "q8_0"}
+    for name, extra in (("tight", {}), ("keep", {"n_keep": 16, "use_mmap": False})):
+        alias = {**base, "alias": f"gguf:{name}", "context_params": {**params, **extra}}
+        (folder / f"gguf--{name}.yaml").write_text(yaml.safe_dump(alias), encoding="utf-8")
+    long_prompt = [ChatMessage("user", "Please summarise this. " + "The river flows to the sea. " * 30)]
+    with pytest.raises(ValidationError, match="more than fit the context of 128"):
+        private_ctx.engines.chat("gguf:tight", long_prompt, make_sampling_params(temperature=0, max_tokens=8))
+    private_ctx.engines.unload("gguf:tight")
+    kept = private_ctx.engines.chat("gguf:keep", long_prompt, make_sampling_params(temperature=0, max_tokens=8))
+    assert kept.stats.completion_tokens > 0 and kept.stats.prompt_tokens <= 128
+    info = private_ctx.engines.engine("gguf:keep").info
+    assert info.extra["n_ctx"] == "128" and info.extra["n_batch"] == "32"
+    assert info.extra["kv_cache_type"] == "q8_0" and info.extra["use_mmap"] == "False" and info.extra["n_keep"] == "16"

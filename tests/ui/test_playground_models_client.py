@@ -28,7 +28,9 @@ def test_load_estimate_swap_compare_unload(server, lora_adapters: tuple[Path, Pa
         assert "loaded" in status and "lora-a" in status
         assert "process RAM" in memory
         row = next(r for r in rows(table) if r[0] == BUNDLED)
-        assert row[6] == "lora-a" and row[4] > 100  # active adapter, memory in MiB
+        assert row[1] == "transformers"  # the engine column
+        assert row[7] == "lora-a" and row[5] > 100  # active adapter, memory in MiB
+        assert "Engine: auto: the bundled model runs on transformers" in status
 
         status, table = client.predict(BUNDLED, str(lora_adapters[1]), api_name="/playground_swap_adapter")
         assert "lora-b" in status
@@ -55,3 +57,16 @@ def test_load_estimate_swap_compare_unload(server, lora_adapters: tuple[Path, Pa
     assert "quantization: none" in status
     with pytest.raises(Exception, match="not in the list of choices"):  # the form only offers valid ones
         client.predict(BUNDLED, "", "int3", api_name="/playground_load")
+
+
+def test_load_on_a_chosen_engine(server) -> None:  # type: ignore[no-untyped-def]
+    """The Engine picker: the bundled model on llama.cpp next to transformers; the status says which and why."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (make setup)")
+    client = Client(server.url, verbose=False)
+    status, _, table = client.predict(BUNDLED, "", "none", "llamacpp", api_name="/playground_load")
+    assert "(llamacpp engine)" in status and "Engine: llamacpp requested by the load request" in status
+    assert "llamacpp" in [r[1] for r in rows(table) if r[0] == BUNDLED]
+    with pytest.raises(Exception, match="llamacpp engine cannot load adapters"):
+        client.predict(BUNDLED, "/no/such", "none", "llamacpp", api_name="/playground_load")
+    status, _, table = client.predict(f"{BUNDLED}@llamacpp", api_name="/playground_unload")
+    assert "llamacpp" not in [r[1] for r in rows(table) if r[0] == BUNDLED]

@@ -1,0 +1,369 @@
+"""Supervised fine-tuning with TRL's ``SFTTrainer``: train, estimate the duration, save the artifact.
+
+``train()`` is the job body (the job kind resolves the dataset and the model and calls it); it talks to the
+queue only through a :class:`JobReporter`, so tests and scripts run it with a ``MemoryReporter``.
+
+Layout of one run (``output_dir`` is e.g. ``STUDIO_HOME/runs/<job>/adapter``)::
+
+    <output_dir>/                  the artifact: PEFT adapter, or a full model (safetensors + tokenizer)
+    <output_dir>/whetstone-run.json   lineage: base model, method, dataset name/version/hash, results
+    <checkpoint_dir>/checkpoint-N/ resumable checkpoints (default: ``<output_dir>/../checkpoints``)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from studio.errors import ValidationError
+from studio.inference.torch_setup import import_torch
+from studio.jobs.reporter import JobReporter
+from studio.training.config import FinetuneConfig, config_to_dict, method_specs
+from studio.training.data import split_examples
+from studio.training.methods import Device, load_model, peft_config_for, pick_device, sft_config_for
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "whetstone-run.json"
+RUN_FORMAT = "whetstone-run/1"
+
+StopReason = Literal["completed", "cancelled", "early_stopping"]
+
+
+@dataclass
+class TrainingResult:
+    """What a training run produced. ``artifact_path`` is None when it was cancelled (resume it instead)."""
+
+    stopped: StopReason
+    artifact: Literal["adapter", "model"]
+    artifact_path: Path | None
+    steps: int
+    total_steps: int
+    epoch: float
+    train_loss: float | None
+    eval_loss: float | None
+    best_eval_loss: float | None
+    seconds: float
+    seconds_per_step: float | None
+    last_checkpoint: Path | None
+    trainable_params: int
+    total_params: int
+    train_examples: int
+    eval_examples: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (the job row's result)."""
+        data = asdict(self)
+        for key in ("artifact_path", "last_checkpoint"):
+            data[key] = str(data[key]) if data[key] is not None else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainingResult:
+        """The inverse of :meth:`to_dict` (a launched run's ``result.json``)."""
+        values = {k: data[k] for k in cls.__dataclass_fields__}
+        for key in ("artifact_path", "last_checkpoint"):
+            values[key] = Path(values[key]) if values[key] is not None else None
+        return cls(**values)
+
+
+@dataclass
+class EstimateResult:
+    """A duration estimate from real warm-up steps (the wizard's Review step)."""
+
+    total_steps: int
+    seconds_per_step: float
+    measured_steps: int
+    load_seconds: float
+    eval_seconds: float
+    total_seconds: float
+    device: str
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """``"about 1 min 15 s (30 steps x 1.52 s/step on cpu)"``."""
+        return (
+            f"about {format_duration(self.total_seconds)} ({self.total_steps} steps x "
+            f"{self.seconds_per_step:.2f} s/step on {self.device})"
+        )
+
+
+def format_duration(seconds: float) -> str:
+    """``75`` → ``"1 min 15 s"``; ``4000`` → ``"1 h 7 min"``."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {(seconds % 3600) // 60} min"
+
+
+def _count_params(model: Any) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return int(trainable), int(total)
+
+
+def _build_trainer(
+    config: FinetuneConfig,
+    train_rows: list[dict[str, Any]],
+    eval_rows: list[dict[str, Any]],
+    model_path: Path,
+    checkpoint_dir: Path,
+    device: Device,
+    callbacks: Sequence[Any],
+    *,
+    max_steps: int | None = None,
+    evaluate: bool = True,
+) -> Any:
+    """An ``SFTTrainer`` for the config; the prompt/completion rows get their prompts masked by TRL."""
+    from datasets import Dataset
+    from transformers import PrinterCallback
+    from trl import SFTTrainer  # type: ignore[attr-defined]  # lazy-module export
+
+    model, tokenizer = load_model(config, model_path, device)
+    has_eval = evaluate and bool(eval_rows)
+    args = sft_config_for(config, checkpoint_dir, device, has_eval=has_eval, max_steps=max_steps)
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(eval_rows) if has_eval else None,
+        processing_class=tokenizer,
+        peft_config=peft_config_for(config),
+        callbacks=list(callbacks),
+    )
+    # With progress bars off, transformers prints every log dict to stdout; the reporter gets them instead.
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """The ``checkpoint-N`` directory with the highest N (what resume continues from), or None."""
+    found = [p for p in checkpoint_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
+
+
+def _check_resume(resume_from: Path | None) -> Path | None:
+    if resume_from is None:
+        return None
+    if resume_from.is_dir() and not (resume_from / "trainer_state.json").is_file():
+        inner = latest_checkpoint(resume_from)  # a checkpoints folder: take its newest checkpoint
+        if inner is not None:
+            return inner
+    if not (resume_from / "trainer_state.json").is_file():
+        raise ValidationError(
+            f"cannot resume from {resume_from}: not a training checkpoint (no trainer_state.json)", param="resume_from"
+        )
+    return resume_from
+
+
+def train(
+    config: FinetuneConfig,
+    examples: Sequence[Mapping[str, Any]],
+    model_path: Path,
+    output_dir: Path,
+    reporter: JobReporter,
+    resume_from: Path | None = None,
+    *,
+    checkpoint_dir: Path | None = None,
+    callbacks: Sequence[Any] = (),
+) -> TrainingResult:
+    """Fine-tune the model in ``model_path`` on ``examples`` as ``config`` says; save the artifact in ``output_dir``.
+
+    ``examples`` are canonical chat examples (or preference pairs, trained on the chosen reply). Progress,
+    curves, checkpoints and the log go to ``reporter``; when ``reporter.should_stop()`` turns true the run saves
+    a checkpoint after the current step and returns with ``stopped="cancelled"`` and no artifact.
+    ``resume_from`` (a ``checkpoint-N`` dir, or a folder of them) continues that run's step count, optimizer and
+    scheduler. Early stopping ends the run when eval loss stops improving; the artifact then holds the last weights.
+    ``callbacks`` are extra ``TrainerCallback``s (benchmarks and tests time steps with them).
+    """
+    started = time.perf_counter()
+    spec = method_specs()[config.method]
+    checkpoint_dir = checkpoint_dir or output_dir.parent / "checkpoints"
+    resume_path = _check_resume(resume_from)
+    train_rows, eval_rows = split_examples(examples, config.validation_split, config.seed)
+    device = pick_device()
+    reporter.log(
+        f"fine-tuning {config.base_model} with {spec.label} on {len(train_rows)} examples "
+        f"({len(eval_rows)} held out for eval loss) on {device.name} in {device.dtype_name}"
+    )
+    if reporter.should_stop():
+        reporter.log("cancelled before training started")
+        return TrainingResult(
+            "cancelled", spec.artifact, None, 0, 0, 0.0, None, None, None, 0.0, None, None, 0, 0,
+            len(train_rows), len(eval_rows),
+        )  # fmt: skip
+
+    import_torch().manual_seed(config.seed)
+    from studio.training.callbacks import ReporterCallback
+
+    callback = ReporterCallback(
+        reporter,
+        early_stopping_patience=config.early_stopping_patience,
+        early_stopping_threshold=config.early_stopping_threshold,
+    )
+    reporter.progress(0, None, 0.0, None, "loading model")
+    trainer = _build_trainer(config, train_rows, eval_rows, model_path, checkpoint_dir, device, [callback, *callbacks])
+    trainable, total = _count_params(trainer.model)
+    reporter.log(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / max(total, 1):.3f}%)")
+
+    output = trainer.train(resume_from_checkpoint=str(resume_path) if resume_path else None)
+    state = trainer.state
+    trainer.model.eval()  # dropout off (and checkpointing's train mode) for anyone generating with it next
+
+    stopped: StopReason = (
+        "cancelled" if callback.cancelled else "early_stopping" if callback.stopped_early else "completed"
+    )
+    artifact_path: Path | None = None
+    if stopped != "cancelled":
+        artifact_path = output_dir
+        _save_artifact(trainer, output_dir)
+    last_checkpoint = latest_checkpoint(checkpoint_dir)
+    train_loss = callback.last_train_loss
+    if train_loss is None and output is not None and math.isfinite(float(output.training_loss)):
+        train_loss = float(output.training_loss)
+    result = TrainingResult(
+        stopped=stopped,
+        artifact=spec.artifact,
+        artifact_path=artifact_path,
+        steps=int(state.global_step),
+        total_steps=int(state.max_steps),
+        epoch=float(state.epoch or 0.0),
+        train_loss=train_loss,
+        eval_loss=callback.last_eval_loss,
+        best_eval_loss=callback.best_eval_loss,
+        seconds=time.perf_counter() - started,
+        seconds_per_step=callback.seconds_per_step(),
+        last_checkpoint=last_checkpoint,
+        trainable_params=trainable,
+        total_params=total,
+        train_examples=len(train_rows),
+        eval_examples=len(eval_rows),
+    )
+    if artifact_path is not None and trainer.is_world_process_zero():
+        write_run_file(output_dir, config, model_path, result)
+    reporter.progress(result.steps, result.total_steps, result.epoch, 0.0, stopped)
+    reporter.log(f"training {stopped} at step {result.steps}/{result.total_steps} in {format_duration(result.seconds)}")
+    return result
+
+
+def _save_artifact(trainer: Any, output_dir: Path) -> None:
+    """The adapter (PEFT format) or the full model (safetensors), plus the tokenizer, into ``output_dir``."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model = trainer.model
+    model.config.use_cache = True  # turned off for training; generation wants it back
+    trainer.save_model(str(output_dir))
+    if trainer.is_world_process_zero():
+        trainer.processing_class.save_pretrained(str(output_dir))
+        # SFTTrainer writes its own model card; ours is whetstone-run.json
+        (output_dir / "README.md").unlink(missing_ok=True)
+
+
+def _package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str] = {}
+    for name in ("torch", "transformers", "peft", "trl", "bitsandbytes"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def write_run_file(output_dir: Path, config: FinetuneConfig, model_path: Path, result: TrainingResult) -> Path:
+    """Write ``whetstone-run.json``: the artifact's lineage (dataset version → job → artifact) and results."""
+    data = {
+        "format": RUN_FORMAT,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "artifact": result.artifact,
+        "name": config.artifact_name,
+        "method": config.method,
+        "method_params": config.method_params(),
+        "base_model": config.base_model,
+        "base_model_path": str(model_path),
+        "quantized_base": "bitsandbytes-nf4" if config.method == "qlora" else None,
+        "dataset": {"name": config.dataset, "version": config.dataset_version, "hash": config.dataset_hash},
+        "result": result.to_dict(),
+        "config": config_to_dict(config),
+        "versions": _package_versions(),
+    }
+    path = output_dir / RUN_FILE
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    return path
+
+
+def read_run_file(artifact_dir: Path) -> dict[str, Any] | None:
+    """The lineage record of a trained artifact, or None if the directory has none."""
+    path = artifact_dir / RUN_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("format") == RUN_FORMAT else None
+
+
+def estimate_duration(
+    config: FinetuneConfig,
+    examples: Sequence[Mapping[str, Any]],
+    model_path: Path,
+    *,
+    warmup_steps: int = 2,
+) -> EstimateResult:
+    """Run ``warmup_steps`` real training steps (plus one unmeasured first step) and extrapolate the whole job.
+
+    Nothing is saved: the steps run in a temporary directory. The estimate counts steps the way the trainer
+    will (packing and gradient accumulation included), and adds evaluation passes at about a third of a
+    training step's cost per batch (a forward pass without backward).
+    """
+    from studio.training.callbacks import StepTimer
+
+    train_rows, eval_rows = split_examples(examples, config.validation_split, config.seed)
+    device = pick_device()
+    timer = StepTimer()
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="whetstone-estimate-") as tmp:
+        load_started = time.perf_counter()
+        probe = config.model_copy(update={"checkpoint_every_steps": 1_000_000})
+        trainer = _build_trainer(
+            probe, train_rows, eval_rows, model_path, Path(tmp), device, [timer], max_steps=warmup_steps + 1,
+            evaluate=False,
+        )  # fmt: skip
+        load_seconds = time.perf_counter() - load_started
+        batches_per_epoch = len(trainer.get_train_dataloader())
+        trainer.train()
+    measured = timer.times[1:] or timer.times  # the first step pays one-off costs (allocations, kernels)
+    per_step = sum(measured) / len(measured)
+    steps_per_epoch = max(1, math.ceil(batches_per_epoch / config.gradient_accumulation))
+    total_steps = config.max_steps or max(1, math.ceil(steps_per_epoch * config.epochs))
+    eval_seconds = 0.0
+    if eval_rows and config.validation_split > 0:
+        evals = (
+            total_steps // config.eval_every_steps
+            if config.eval_every_steps
+            else math.ceil(total_steps / steps_per_epoch)
+        )
+        eval_batches = math.ceil(len(eval_rows) / config.batch_size)
+        eval_seconds = evals * eval_batches * per_step / (3 * config.gradient_accumulation)
+    if device.count > 1:
+        notes.append(f"{device.count} GPUs: measured on one; accelerate launch divides the steps between them")
+    total = load_seconds + total_steps * per_step + eval_seconds
+    return EstimateResult(
+        total_steps=total_steps,
+        seconds_per_step=per_step,
+        measured_steps=len(measured),
+        load_seconds=load_seconds,
+        eval_seconds=eval_seconds,
+        total_seconds=total,
+        device=device.name,
+        notes=notes,
+    )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before anything imports torch
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # the studio never phones home
@@ -15,12 +16,16 @@ import gradio as gr
 from fastapi import FastAPI
 
 from components.aliases_tab import create_aliases_tab
-from components.placeholder_tabs import create_placeholder_tab
+from components.compare_tab import create_compare_tab
+from components.evaluate_tab import create_evaluate_tab
+from components.finetune_tab import create_finetune_tab
 from components.playground_tab import create_playground_tab
+from components.safety_tab import create_safety_tab
 from studio import __version__
 from studio.api.server import create_api
 from studio.context import AppContext
 from studio.settings import Settings
+from studio.training.service import trained_model_names
 
 TAB_ORDER = ["aliases", "playground", "compare", "finetune", "evaluate", "safety"]
 
@@ -29,9 +34,23 @@ CSS = """
 """
 
 
-def wire_tabs(demo: gr.Blocks, tabs: dict[str, dict]) -> None:
-    """Cross-tab wiring: aliases saved anywhere appear in the Playground picker and the alias table."""
+def wire_tabs(demo: gr.Blocks, tabs: dict[str, dict], ctx: AppContext, top: gr.Tabs) -> None:
+    """Cross-tab wiring: aliases saved anywhere appear in the Playground picker and the alias table; a trained
+    model's "Load in Playground" (Fine-Tune tab) fills the Playground's model and adapter and opens it."""
     aliases, playground = tabs["aliases"], tabs["playground"]
+    finetune = tabs.get("finetune")
+    if finetune is not None:
+
+        def open_in_playground(job_id: str) -> tuple[Any, Any, Any]:
+            model, adapter = trained_model_names(ctx.db, job_id)
+            return gr.update(value=model), gr.update(value=adapter), gr.Tabs(selected="playground")
+
+        finetune["load_button"].click(
+            open_in_playground,
+            [finetune["job_id"]],
+            [playground["model"], playground["adapter"], top],
+            api_visibility="private",
+        )
     demo.load(
         aliases["list_fn"], aliases["list_inputs"], [aliases["table"], aliases["stats"]], api_visibility="private"
     )
@@ -47,16 +66,17 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
     """The Blocks app with the six tabs, Playground selected."""
     with gr.Blocks(title="Whetstone Studio", analytics_enabled=False) as demo:
         gr.Markdown(f"## Whetstone Studio <small>v{__version__}</small>", elem_id="studio-title")
-        with gr.Tabs(selected="playground", elem_id="studio-tabs"):
-            tabs: dict[str, dict] = {}
-            for key in TAB_ORDER:
-                if key == "playground":
-                    tabs[key] = create_playground_tab(ctx)
-                elif key == "aliases":
-                    tabs[key] = create_aliases_tab(ctx)
-                else:
-                    tabs[key] = create_placeholder_tab(ctx, key)
-        wire_tabs(demo, tabs)
+        with gr.Tabs(selected="playground", elem_id="studio-tabs") as top:
+            builders = {
+                "aliases": create_aliases_tab,
+                "playground": create_playground_tab,
+                "compare": create_compare_tab,
+                "finetune": create_finetune_tab,
+                "evaluate": create_evaluate_tab,
+                "safety": create_safety_tab,
+            }
+            tabs: dict[str, dict] = {key: builders[key](ctx) for key in TAB_ORDER}
+        wire_tabs(demo, tabs, ctx, top)
     demo.queue(default_concurrency_limit=4)
     return demo  # type: ignore[no-any-return]
 

@@ -25,10 +25,10 @@ from studio.aliases.service import (
     parse_form_number,
     save_checked,
 )
-from studio.aliases.store import write_text_atomic
 from studio.aliases.templates import BUILTIN_TEMPLATES
 from studio.context import AppContext
 from studio.errors import ValidationError
+from studio.files import write_text_atomic
 from studio.inference.base import ChatMessage
 from studio.inference.params import field_help
 from studio.playground.chat import parse_stop_sequences

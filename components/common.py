@@ -1,4 +1,4 @@
-"""Small pieces every tab uses: the StudioError → gr.Error decorator and the 'coming later' panel."""
+"""Small pieces every tab uses: the StudioError → gr.Error decorator."""
 
 from __future__ import annotations
 
@@ -38,11 +38,3 @@ def handle_errors(fn: F) -> F:
             raise gr.Error(str(exc), title=type(exc).__name__) from exc
 
     return wrapper  # type: ignore[return-value]
-
-
-def coming_later(tab: str, what: str) -> gr.Markdown:
-    """An honest placeholder for a tab that is not built yet."""
-    return gr.Markdown(
-        f"### {tab} — coming in a later release\n\nThis tab is not built yet. When it lands it will let you {what}",
-        elem_id=f"{tab.lower().replace(' ', '-').replace('/', '')}-coming-later",
-    )

@@ -26,6 +26,7 @@ from studio.playground.chat import build_messages, parse_seed, parse_stop_sequen
 from studio.playground.conversations import MessageCreate, save_exchange
 from studio.playground.prompts import load_use_cases
 from studio.playground.session import PlaygroundSession, sampling_from_form
+from studio.safety.service import safety_summary
 from studio.settings import generation_defaults, load_defaults
 
 LOADED_COLUMNS = ["Model", "Engine", "Device", "dtype", "Quantization", "Memory (MiB)", "Adapters", "Active adapter"]
@@ -194,6 +195,13 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
                     info="Off: the reply appears in one piece when done.",
                     elem_id="playground-streaming",
                 )
+                safety_box = gr.Checkbox(
+                    value=False,
+                    label="Safety filter",
+                    info="Check the prompt and the streamed reply with the safety policy (PII, toxicity, word list, "
+                    "length); what fired is shown under the reply. Aliases with a safety_policy filter by default.",
+                    elem_id="playground-safety",
+                )
                 temperature_s = slider("temperature", "Temperature", 0.05)
                 top_p_s = slider("top_p", "Top-p", 0.01)
                 top_k_s = slider("top_k", "Top-k", 1)
@@ -265,7 +273,8 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
         stream: bool | None,
         state: PlaygroundSession | None,
         use_case_name: str | None,
-        request: gr.Request,
+        safety: bool | None = False,
+        request: gr.Request = None,  # type: ignore[assignment]  # gradio fills it in
     ) -> Iterator[tuple[list[dict[str, Any]], str, Any, PlaygroundSession]]:
         """Stream the model's reply to `message`, given the earlier `history`. Yields (chat, stats, input box).
         The exchange is saved to the active conversation. The input box is cleared by the first update only,
@@ -285,7 +294,9 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
             seed,
         )
         owner = getattr(request, "session_hash", None) if request is not None else None
-        handle = ctx.engines.start_chat(model or "default", messages, params, endpoint="playground", owner=owner)
+        handle = ctx.engines.start_chat(
+            model or "default", messages, params, endpoint="playground", owner=owner, safety=True if safety else None
+        )
         chat = [*history, {"role": "user", "content": message}, {"role": "assistant", "content": ""}]
         yield chat, _stats_text(handle.result, True), "", state
         reply = ""
@@ -306,13 +317,18 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
             state.conversation_id,
             [
                 MessageCreate(role="user", content=message, params=params.model_dump(mode="json")),
-                MessageCreate(role="assistant", content=result.text or " ", stats=result.stats.to_dict()),
+                MessageCreate(
+                    role="assistant",
+                    content=result.text or " ",
+                    stats={**result.stats.to_dict(), **({"safety": result.safety} if result.safety else {})},
+                ),
             ],
             model=handle.model_id,
             use_case=state.use_case,
         )
         state.conversation_id = detail.id
-        yield chat, result.stats.summary(), gr.update(), state
+        shield = safety_summary(result.safety)
+        yield chat, result.stats.summary() + (f"\n\n{shield}" if shield else ""), gr.update(), state
 
     def stop_generation(request: gr.Request) -> None:
         """Stop this browser session's running generation (the partial reply stays)."""
@@ -506,6 +522,7 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
         streaming,
         session,
         use_case,
+        safety_box,
     ]
     chat_outputs = [chatbot, stats, message_box, session]
     send_event = send.click(generate, chat_inputs, chat_outputs, api_name="playground_generate", concurrency_limit=8)
@@ -546,6 +563,7 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
 
     return {
         "model": model_box,
+        "adapter": adapter_box,
         "chatbot": chatbot,
         "message": message_box,
         "send": send,

@@ -137,7 +137,7 @@ def cmd_alias_export(args: argparse.Namespace) -> int:
 
     text = export_alias(_resolver(), args.name)
     if args.output:
-        from studio.aliases.store import write_text_atomic
+        from studio.files import write_text_atomic
 
         write_text_atomic(args.output, text)
         print(f"wrote {args.output}")
@@ -230,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     from studio.jobs.cli import register as register_jobs
 
     register_jobs(sub)  # `studio worker` and `studio jobs submit|list|show|cancel|resume`
+    from studio.evaluation.cli import register as register_eval
+
+    register_eval(sub)  # `studio eval run|show|list|plugins|compare`
+    from studio.safety.cli import register as register_safety
+
+    register_safety(sub)  # `studio safety scan FILE [--json] [--policy P]`
 
     models = sub.add_parser("models", help="models on this machine")
     msub = models.add_subparsers(dest="models_command", required=True)

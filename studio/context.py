@@ -60,6 +60,7 @@ class AppContext:
             total_ms=stats.total_s * 1000,
             finish_reason=stats.finish_reason if done.error is None else "error",
             error=done.error,
+            safety=done.result.safety,
         )
         with self.db.session() as session:
             session.add(row)

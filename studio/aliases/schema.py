@@ -105,6 +105,12 @@ class AliasConfig(BaseModel):
     )
     context_params: ContextParams = Field(default_factory=ContextParams)
     request_params: RequestParams = Field(default_factory=RequestParams)
+    safety_policy: str | None = Field(
+        None,
+        max_length=1024,
+        description="Safety policy for this alias: 'default', a name under STUDIO_HOME/safety/ or a YAML path. "
+        "Requests through the alias are filtered unless they turn filtering off.",
+    )
 
     @field_validator("alias")
     @classmethod
@@ -119,7 +125,7 @@ class AliasConfig(BaseModel):
     def to_yaml_dict(self) -> dict[str, Any]:
         """The file's content: unset fields and empty parameter groups left out, key order as documented."""
         data: dict[str, Any] = {"alias": self.alias, "repo": self.repo}
-        for key in ("filename", "snapshot", "chat_template"):
+        for key in ("filename", "snapshot", "chat_template", "safety_policy"):
             value = getattr(self, key)
             if value is not None:
                 data[key] = value

@@ -4,8 +4,6 @@ atomically: a temporary file in the same folder, then a rename, so a failed save
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from studio.aliases.schema import AliasConfig
 from studio.errors import ConflictError, NotFoundError, ValidationError
+from studio.files import write_text_atomic
 from studio.inference.params import validation_error_from_pydantic
 from studio.models.registry import safe_name
 
@@ -57,22 +56,6 @@ def alias_from_dict(data: dict[str, Any], source: str = "alias") -> AliasConfig:
 
 def dump_alias_yaml(cfg: AliasConfig) -> str:
     return yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False, allow_unicode=True, default_flow_style=False)
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class AliasStore:

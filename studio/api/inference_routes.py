@@ -14,6 +14,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
+from studio.compare.stream import ContenderSpec, compare_once
 from studio.context import AppContext
 from studio.errors import StudioError, ValidationError
 from studio.inference.base import ChatMessage, GenerationEnd, GenerationStart, LoadedModelInfo, TokenEvent
@@ -57,9 +58,46 @@ class GenerateRequest(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, description="Any SamplingParams field.")
     adapter: str | None = Field(None, description="Loaded adapter name, 'base' for the base model, or none.")
     stream: bool = Field(False, description="true: Server-Sent Events with one JSON message per token.")
+    safety: bool | None = Field(
+        None, description="Filter prompt and reply with the safety policy; default: on for aliases with a policy."
+    )
 
     @model_validator(mode="after")
     def _one_input(self) -> GenerateRequest:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of 'prompt' or 'messages'")
+        if self.prompt is not None and not self.prompt.strip():
+            raise ValueError("'prompt' is empty")
+        if self.messages is not None and not self.messages:
+            raise ValueError("'messages' is empty")
+        return self
+
+
+class ContenderIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, description="Alias, registry id or local path.")
+    adapter: str | None = Field(None, description="Adapter name under adapters/ or a path; none = the base model.")
+
+
+class CompareRequest(BaseModel):
+    """``models`` (2-4 contenders, each ``"model"``, ``"model + adapter"`` or ``{"model", "adapter"}``) answer the
+    same ``prompt`` or ``messages``; results come back in the order given. The older form -- one ``model`` and
+    its ``adapter`` -- compares that adapter with its base model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[str | ContenderIn] | None = Field(None, min_length=2, max_length=4)
+    model: str | None = Field(None, min_length=1, description="Older form: the model whose adapter meets its base.")
+    adapter: str | None = Field(None, description="Older form: the adapter to compare with the base model.")
+    prompt: str | None = None
+    messages: list[MessageIn] | None = None
+    params: dict[str, Any] = Field(default_factory=dict, description="Any SamplingParams field, for every side.")
+
+    @model_validator(mode="after")
+    def _check(self) -> CompareRequest:
+        if (self.models is None) == (self.model is None):
+            raise ValueError("give 'models' (2-4 contenders) or, for adapter vs base, 'model'")
         if (self.prompt is None) == (self.messages is None):
             raise ValueError("give exactly one of 'prompt' or 'messages'")
         if self.prompt is not None and not self.prompt.strip():
@@ -131,6 +169,7 @@ def result_dict(result: GenerationResult, model: str) -> dict[str, Any]:
         },
         "stats": stats.to_dict(),
         "tokens": [token_dict(t) for t in result.tokens],
+        "safety": result.safety,
     }
 
 
@@ -139,10 +178,22 @@ def start_generation(ctx: AppContext, body: GenerateRequest, *, owner: str | Non
     if body.messages is not None:
         messages = [ChatMessage(m.role, m.content) for m in body.messages]
         return ctx.engines.start_chat(
-            body.model, messages, params, endpoint="api.generate", owner=owner, adapter=body.adapter
+            body.model,
+            messages,
+            params,
+            endpoint="api.generate",
+            owner=owner,
+            adapter=body.adapter,
+            safety=body.safety,
         )
     return ctx.engines.start_completion(
-        body.model, body.prompt or "", params, endpoint="api.generate", owner=owner, adapter=body.adapter
+        body.model,
+        body.prompt or "",
+        params,
+        endpoint="api.generate",
+        owner=owner,
+        adapter=body.adapter,
+        safety=body.safety,
     )
 
 
@@ -212,18 +263,55 @@ async def generate(body: GenerateRequest, request: Request) -> dict[str, Any] | 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
+def compare_result(result: GenerationResult, spec: ContenderSpec, model_id: str) -> dict[str, Any]:
+    """One side of a comparison: ``model`` as the caller named it, the reply, usage and figures."""
+    full = result_dict(result, model_id)
+    return {
+        "model": spec.label,
+        "model_id": model_id,
+        "adapter": spec.adapter,
+        "text": full["text"],
+        "finish_reason": full["finish_reason"],
+        "usage": full["usage"],
+        "stats": full["stats"],
+    }
+
+
 @router.post("/compare")
-def compare(body: GenerateRequest, request: Request) -> dict[str, Any]:
-    """The same prompt with the adapter and with the base model: both replies and their speed."""
+def compare(body: CompareRequest, request: Request) -> dict[str, Any]:
+    """The same prompt answered by 2-4 models/aliases/adapters at once: ``{"results": [{"model", "text", "usage",
+    "stats"}, ...]}`` in the order given. The older form (``model`` + ``adapter``) also answers ``adapter`` and
+    ``base``."""
     ctx = _ctx(request)
     if body.messages is None:
         messages = [ChatMessage("user", body.prompt or "")]
     else:
         messages = [ChatMessage(m.role, m.content) for m in body.messages]
-    params = params_from(ctx, body.model, body.params)
-    with_adapter, base = ctx.engines.compare_with_base(body.model, messages, params, body.adapter)
-    model_id = ctx.engines.engine(body.model).info.model_id
-    return {"adapter": result_dict(with_adapter, model_id), "base": result_dict(base, model_id)}
+    if body.model is not None:
+        params = params_from(ctx, body.model, body.params)
+        with_adapter, base = ctx.engines.compare_with_base(body.model, messages, params, body.adapter)
+        engine = ctx.engines.engine(body.model)
+        model_id = engine.info.model_id
+        adapter = body.adapter or getattr(engine, "active_adapter", None)
+        return {
+            "adapter": result_dict(with_adapter, model_id),
+            "base": result_dict(base, model_id),
+            "results": [
+                compare_result(with_adapter, ContenderSpec(body.model, adapter), model_id),
+                compare_result(base, ContenderSpec(body.model), model_id),
+            ],
+        }
+    specs = [
+        ContenderSpec.parse(m) if isinstance(m, str) else ContenderSpec(m.model, m.adapter) for m in body.models or []
+    ]
+    per_side = [params_from(ctx, spec.model, body.params) for spec in specs]
+    results = compare_once(ctx.engines, specs, messages, per_side)
+    return {
+        "results": [
+            compare_result(r, spec, ctx.engines.resolve(spec.model).entry.id)
+            for r, spec in zip(results, specs, strict=True)
+        ]
+    }
 
 
 def stream_messages(item: Any, handle: GenerationHandle) -> list[dict[str, Any]]:

@@ -83,7 +83,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
     ctx = _ctx(request)
     params = ctx.engines.params_for(body.model, **body.sampling_overrides())
     messages = [m.to_message() for m in body.messages]
-    handle = ctx.engines.start_chat(body.model, messages, params, endpoint="openai.chat")
+    handle = ctx.engines.start_chat(body.model, messages, params, endpoint="openai.chat", safety=body.safety)
     cid = f"chatcmpl-{handle.id}"
     created = int(time.time())
     it, first = await _first_item(handle)
@@ -106,12 +106,13 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
                 "model": handle.model_id,
                 "choices": [choice],
                 "usage": _usage(result),
+                **({"safety": result.safety} if result.safety is not None else {}),
             }
         )
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
-    def chunk(delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> str:
+    def chunk(delta: dict[str, Any], finish: str | None = None, logprobs: Any = None, safety: Any = None) -> str:
         payload: dict[str, Any] = {
             "id": cid,
             "object": "chat.completion.chunk",
@@ -119,6 +120,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
             "model": handle.model_id,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}],
         }
+        if safety is not None:  # Whetstone extension: the safety layer's findings, on the final chunk
+            payload["safety"] = safety
         if include_usage:
             payload["usage"] = None
         return f"data: {json.dumps(payload)}\n\n"
@@ -136,7 +139,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
                     elif isinstance(item, GenerationEnd):
                         if item.tail_text:
                             yield chunk({"content": item.tail_text})
-                        yield chunk({}, finish=_finish(handle.result))
+                        yield chunk({}, finish=_finish(handle.result), safety=handle.result.safety)
                 nxt = await anext(it, None)
                 if nxt is None:
                     break
@@ -164,7 +167,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
 async def completions(body: CompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
     ctx = _ctx(request)
     params = ctx.engines.params_for(body.model, **body.sampling_overrides())
-    handle = ctx.engines.start_completion(body.model, body.prompt_text, params, endpoint="openai.completions")
+    handle = ctx.engines.start_completion(
+        body.model, body.prompt_text, params, endpoint="openai.completions", safety=body.safety
+    )
     cid = f"cmpl-{handle.id}"
     created = int(time.time())
     it, first = await _first_item(handle)
@@ -200,6 +205,7 @@ async def completions(body: CompletionRequest, request: Request) -> JSONResponse
                     }
                 ],
                 "usage": _usage(result),
+                **({"safety": result.safety} if result.safety is not None else {}),
             }
         )
 

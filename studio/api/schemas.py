@@ -68,6 +68,9 @@ class _SamplingFields(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
+    # Whetstone extension (send with the openai SDK's extra_body): filter this request with the safety policy
+    # (true/false); left out, filtering is on only for aliases that carry a safety_policy
+    safety: bool | None = None
 
     @field_validator("n")
     @classmethod

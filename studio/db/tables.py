@@ -47,6 +47,7 @@ class RequestLog(SQLModel, table=True):
     total_ms: float = 0.0
     finish_reason: str = Field(default="", max_length=32)
     error: str | None = None
+    safety: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))  # migration 4
 
 
 class Conversation(SQLModel, table=True):

@@ -16,7 +16,7 @@ from typing import Literal
 
 from studio.inference.params import SamplingParams
 
-FinishReason = Literal["stop", "length", "cancelled"]
+FinishReason = Literal["stop", "length", "cancelled", "content_filter"]
 
 
 @dataclass(frozen=True)

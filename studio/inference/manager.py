@@ -30,6 +30,7 @@ from studio.inference.stats import GenerationResult
 from studio.models.convert import prepare_model
 from studio.models.registry import ModelEntry, ModelRegistry
 from studio.monitor import LoadEstimate, estimate_load, release_memory
+from studio.safety.service import SafetyReport, SafetyService, check_prompt, guard_stream
 from studio.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ class EngineManager:
         self._load_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self._active: dict[str, GenerationHandle] = {}
+        self.safety = SafetyService(settings)
 
     # -- models --------------------------------------------------------------------------------------------
     def resolve(self, name: str) -> ResolvedModel:
@@ -182,7 +184,17 @@ class EngineManager:
         with self._lock:
             load_lock = self._load_locks.setdefault(key, threading.Lock())
         wanted = quantization
-        if current is not None and wanted not in ("auto", current.info.extra.get("quantization", "none")):
+        if current is not None and wanted not in ("auto", "none") and current.backend != "transformers":
+            raise ValidationError(
+                f"quantization '{wanted}' is a transformers (bitsandbytes) feature; '{entry.id}' runs on "
+                f"{current.backend}",
+                param="quantization",
+            )
+        if (
+            current is not None
+            and current.backend == "transformers"
+            and wanted not in ("auto", current.info.extra.get("quantization", "none"))
+        ):
             self.unload(key)  # the same model in another precision
             current = None
         if current is None:
@@ -344,6 +356,9 @@ class EngineManager:
                 param="adapter",
             )
         path = self.adapter_path(adapter)
+        # named as the user named it: a registered adapter is a symlink into runs/<job>/artifact, and the
+        # resolved folder's name ("artifact") would name them all the same
+        name = name or Path(adapter).name
         with self._lock_for(engine):
             return engine.load_adapter(path, name)  # type: ignore[attr-defined, no-any-return]
 
@@ -437,23 +452,62 @@ class EngineManager:
         endpoint: str = "api",
         owner: str | None = None,
         adapter: str | None = None,
+        safety: bool | None = None,
     ) -> GenerationHandle:
         """Start a chat generation in the background and return its handle at once.
 
         ``owner`` tags the generation (e.g. a browser session) so :meth:`cancel_owner` can stop it.
         ``adapter``: a loaded adapter's name, 'base' for the base model, None for the active adapter.
+        ``safety``: filter the prompt and the streamed reply with the safety policy (True/False), or None for
+        the default: on when the alias carries a ``safety_policy``. A blocked prompt raises before anything runs.
         """
         msgs = list(messages)
         resolved = self.resolver.resolve(model)
         template = self.template_for(resolved.chat_template, resolved.entry)
-        if adapter is None:
-            return self._start(resolved, endpoint, owner, lambda e, c: e.stream_chat(msgs, params, c, template))
-        return self._start(
-            resolved,
-            endpoint,
-            owner,
-            lambda e, c: e.stream_chat(msgs, params, c, template, adapter=adapter),  # type: ignore[call-arg]
-        )
+        guard, on_done, report = self._safety_for(resolved, msgs, safety)
+
+        def run(e: Engine, c: threading.Event) -> Iterator[StreamItem]:
+            items = (
+                e.stream_chat(msgs, params, c, template)
+                if adapter is None
+                else e.stream_chat(msgs, params, c, template, adapter=adapter)  # type: ignore[call-arg]
+            )
+            return items if guard is None else guard_stream(items, guard, on_done)
+
+        return self._with_report(self._start(resolved, endpoint, owner, run), report)
+
+    @staticmethod
+    def _with_report(handle: GenerationHandle, report: SafetyReport | None) -> GenerationHandle:
+        if report is not None:
+            report.extra["handle"] = handle  # first: on_done may already be running in the worker thread
+            handle.result.safety = report.to_dict()
+        return handle
+
+    def _safety_for(
+        self, resolved: ResolvedModel, msgs: list[ChatMessage], safety: bool | None
+    ) -> tuple[Any, Callable[[Any], None], SafetyReport | None]:
+        """The output guard for a chat (None when filtering is off), after checking (and masking) the last user
+        message in place; the callback that stores the reply's findings on the handle's result."""
+        policy = resolved.alias.safety_policy if resolved.alias is not None else None
+        enabled = safety if safety is not None else policy is not None
+        if not enabled:
+            return None, lambda _result: None, None
+        safety_filter = self.safety.filter_for(policy)
+        report = SafetyReport(policy=str(self.safety.policy_path(policy)))
+        last_user = max((i for i, m in enumerate(msgs) if m.role == "user"), default=None)
+        if last_user is not None:
+            checked = check_prompt(safety_filter, msgs[last_user].content)
+            report.input = checked
+            if checked.modified:
+                msgs[last_user] = ChatMessage("user", checked.text)
+
+        def on_done(result: Any) -> None:
+            report.output = result
+            handle = report.extra.get("handle")
+            if handle is not None:
+                handle.result.safety = report.to_dict()
+
+        return safety_filter.output_guard(), on_done, report
 
     def compare_with_base(
         self, model: str, messages: Sequence[ChatMessage], params: SamplingParams, adapter: str | None = None
@@ -493,21 +547,29 @@ class EngineManager:
         endpoint: str = "api",
         owner: str | None = None,
         adapter: str | None = None,
+        safety: bool | None = None,
     ) -> GenerationHandle:
-        """Start a raw-prompt completion (no chat template)."""
+        """Start a raw-prompt completion (no chat template); ``safety`` as in :meth:`start_chat`."""
         resolved = self.resolver.resolve(model)
-        if adapter is None:
-            return self._start(resolved, endpoint, owner, lambda e, c: e.stream_completion(prompt, params, c))
-        return self._start(
-            resolved,
-            endpoint,
-            owner,
-            lambda e, c: e.stream_completion(prompt, params, c, adapter=adapter),  # type: ignore[call-arg]
-        )
+        msgs = [ChatMessage("user", prompt)]
+        guard, on_done, report = self._safety_for(resolved, msgs, safety)
+        text = msgs[0].content  # the prompt as the policy lets it through (masked)
 
-    def chat(self, model: str, messages: Sequence[ChatMessage], params: SamplingParams) -> GenerationResult:
+        def run(e: Engine, c: threading.Event) -> Iterator[StreamItem]:
+            items = (
+                e.stream_completion(text, params, c)
+                if adapter is None
+                else e.stream_completion(text, params, c, adapter=adapter)  # type: ignore[call-arg]
+            )
+            return items if guard is None else guard_stream(items, guard, on_done)
+
+        return self._with_report(self._start(resolved, endpoint, owner, run), report)
+
+    def chat(
+        self, model: str, messages: Sequence[ChatMessage], params: SamplingParams, *, safety: bool | None = None
+    ) -> GenerationResult:
         """Generate a whole chat reply (blocking)."""
-        return self.start_chat(model, messages, params, endpoint="python").wait()
+        return self.start_chat(model, messages, params, endpoint="python", safety=safety).wait()
 
     def cancel(self, request_id: str) -> bool:
         handle = self._active.get(request_id)
@@ -570,8 +632,7 @@ class EngineManager:
                 error = f"{type(exc).__name__}: {exc}"
                 handle._queue.put(GenerationError(f"generation failed on '{entry.id}': {error}"))
             finally:
-                handle._queue.put(_DONE)
-                self._active.pop(handle.id, None)
+                # recorded before the stream ends: whoever has consumed a generation finds its request_log row
                 if self.on_finish is not None and handle.result.start is not None:
                     try:
                         self.on_finish(
@@ -579,6 +640,8 @@ class EngineManager:
                         )
                     except Exception:
                         log.exception("could not record finished generation")
+                self._active.pop(handle.id, None)
+                handle._queue.put(_DONE)
             log.debug("generation %s took %.2fs", handle.id, time.perf_counter() - submitted)
 
         threading.Thread(target=worker, name=f"gen-{handle.id[:8]}", daemon=True).start()

@@ -121,8 +121,9 @@ class RemoteEngine(Engine):
         self._no_adapter(adapter)
         body = self._body(params)
         body["messages"] = [{"role": m.role, "content": m.content} for m in messages]
-        body["logprobs"] = True
-        body["top_logprobs"] = params.top_logprobs
+        if params.logprobs or params.top_logprobs:  # asking costs the server time: only when wanted
+            body["logprobs"] = True
+            body["top_logprobs"] = params.top_logprobs
         return self._stream("/chat/completions", body, cancel, chat=True)
 
     def stream_completion(
@@ -131,7 +132,8 @@ class RemoteEngine(Engine):
         self._no_adapter(adapter)
         body = self._body(params)
         body["prompt"] = prompt
-        body["logprobs"] = max(1, params.top_logprobs)
+        if params.logprobs or params.top_logprobs:
+            body["logprobs"] = max(1, params.top_logprobs)
         return self._stream("/completions", body, cancel, chat=False)
 
     @staticmethod

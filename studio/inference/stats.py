@@ -38,6 +38,7 @@ class GenerationResult:
     tokens: list[TokenEvent] = field(default_factory=list)
     start: GenerationStart | None = None
     end: GenerationEnd | None = None
+    safety: dict[str, Any] | None = None  # what the safety layer found and did (studio.safety.service)
 
     def add(self, item: StreamItem) -> str:
         """Record one stream item; return the text it adds to the reply ('' for none)."""

@@ -27,7 +27,11 @@ if TYPE_CHECKING:
 
 #: kind name -> the module whose import registers it. The one place that says which kinds exist.
 KIND_MODULES: dict[str, str] = {
+    "audit": "studio.safety.audit",
+    "eval": "studio.evaluation.job",
     "finetune": "studio.training.job",
+    "dpo": "studio.training.preference",
+    "reward": "studio.training.preference",
     "selftest": "studio.jobs.builtin_kinds",
 }
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from studio.aliases.store import write_text_atomic
 from studio.errors import NotFoundError, StudioError, ValidationError
+from studio.files import write_text_atomic
 from studio.inference.base import ChatMessage, TokenEvent
 from studio.inference.manager import EngineManager
 from studio.inference.params import SamplingParams, make_sampling_params

@@ -29,8 +29,8 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from studio.aliases.store import write_text_atomic
 from studio.errors import NotFoundError, StudioError, ValidationError
+from studio.files import write_text_atomic
 from studio.inference.base import ChatMessage
 from studio.inference.params import SamplingParams, make_sampling_params, validation_error_from_pydantic
 from studio.inference.stats import GenerationStats

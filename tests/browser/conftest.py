@@ -31,3 +31,13 @@ def browser():  # type: ignore[no-untyped-def]
         b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         yield b
         b.close()
+
+
+@pytest.fixture(autouse=True)
+def _close_pages(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """Close every page a test opened: a page left open keeps polling the server (the tabs' gr.Timers) and
+    slows every later test down."""
+    yield
+    if "browser" in request.fixturenames:
+        for context in list(request.getfixturevalue("browser").contexts):
+            context.close()

@@ -23,7 +23,9 @@ def test_chat_in_the_playground_streams_and_shows_stats(server, browser, tmp_pat
 
     page.locator("#playground-temperature input[type=number]").fill("0")
     page.locator("#playground-temperature input[type=number]").press("Enter")
-    page.fill("#playground-input textarea", "What is the capital of France?")
+    # a long greedy reply ("Bonjour, I'm delighted to share ... Paris ..."): a 7-token answer can arrive in
+    # one browser update on a quiet machine, which says nothing about streaming
+    page.fill("#playground-input textarea", "Tell me about Paris, the capital of France.")
     page.click("#playground-send")
 
     bot = page.locator('#playground-chat [data-testid="bot"]')
@@ -51,11 +53,3 @@ def test_chat_in_the_playground_streams_and_shows_stats(server, browser, tmp_pat
     for label in ("prompt", "completion", "TTFT", "tok/s"):
         assert label in stats
     assert (tmp_path / "playground.png").stat().st_size > 10_000
-
-
-def test_placeholder_tabs_say_so_plainly(server, browser) -> None:  # type: ignore[no-untyped-def]
-    page = browser.new_page()
-    page.goto(server.url + "/")
-    page.wait_for_selector("#playground-input textarea", timeout=90_000)
-    page.get_by_role("tab", name="Safety").click()
-    assert page.get_by_text("coming in a later release").first.is_visible()

@@ -57,7 +57,11 @@ def engine_model(request, private_ctx: AppContext) -> Iterator[tuple[AppContext,
 def test_greedy_answer_and_backend(engine_model: tuple[AppContext, str, str]) -> None:
     ctx, model, backend = engine_model
     result = ctx.engines.chat(model, FRANCE, make_sampling_params(temperature=0, max_tokens=24))
+    engine = ctx.engines.engine(model)
     again = ctx.engines.chat(model, FRANCE, make_sampling_params(temperature=0, max_tokens=24))
+    # the loaded engine serves the next request as it is (llama.cpp engines were reloaded on every request,
+    # since their "gguf" quantization never matched the request's "none")
+    assert ctx.engines.engine(model) is engine
     assert result.text == again.text  # greedy is deterministic
     assert result.stats.prompt_tokens == 37  # the same chat template on every backend
     if backend != "llamacpp":  # the Q4_1 GGUF answers differently; see test_llamacpp_against_transformers

@@ -37,7 +37,7 @@ def test_fp32_greedy_tokens_match_transformers(vllm_ctx: AppContext, private_ctx
     folder.mkdir(exist_ok=True)
     alias = {"alias": "hf32:smol", "repo": BUNDLED, "context_params": {"engine": "transformers", "dtype": "float32"}}
     (folder / "hf32--smol.yaml").write_text(yaml.safe_dump(alias), encoding="utf-8")
-    params = make_sampling_params(temperature=0, max_tokens=24)
+    params = make_sampling_params(temperature=0, max_tokens=24, logprobs=True)  # tokens as the engines name them
     for text in PROMPTS:
         msgs = [ChatMessage("user", text)]
         hf = private_ctx.engines.chat("hf32:smol", msgs, params)

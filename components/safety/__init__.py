@@ -1,0 +1,1 @@
+"""The Safety tab's sub-panels: scan, policy, audits, review, compare (wiring only)."""

@@ -112,6 +112,7 @@ def main() -> int:
         "release_chars=64": variant(base, streaming={"release_chars": 64}),
         "release_chars=32": variant(base, streaming={"release_chars": 32}),
         "pii action flag": variant(base, pii={"action": "flag"}),
+        "pii mask prompt only": variant(base, pii={"apply_to": ["input"]}),
     }
     t0 = time.perf_counter()
     SafetyFilter(base).warm_up()

@@ -143,6 +143,7 @@ def _timed(i: int, lock: threading.Lock, generate: Any, ttfts: list[float], coun
 def llamacpp_generate(gguf: Path, threads: int | None) -> Any:
     import llama_cpp
 
+    # the same thread count the studio gives llama.cpp (llama-cpp-python's default unless --threads)
     llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=2048, n_threads=threads, verbose=False)
 
     def generate(prompt: str, tokens: int) -> tuple[float, int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import threading
 import time
@@ -249,8 +250,6 @@ class EngineManager:
         threads = (cp.n_threads if cp else None) or self.settings.threads
         dtype = (cp.dtype if cp else None) or self.settings.dtype
         if choice.engine == "remote":
-            import os
-
             from studio.inference.remote_backend import RemoteEngine
 
             key_env = cp.api_key_env if cp else None
@@ -264,6 +263,8 @@ class EngineManager:
                 entry.id,
                 entry.path,
                 n_ctx=cp.n_ctx if cp else None,
+                # None: llama-cpp-python's default, half the CPUs. On the 2-vCPU machines 1 thread measured ~3x
+                # faster than 2 (101-121 vs 33-39 tok/s, bench/serve.py): ggml's 2 threads fight everything else
                 n_threads=threads,
                 seed=cp.n_seed if cp else None,
                 quant=entry.quant,

@@ -53,6 +53,22 @@ def _stats_text(result: GenerationResult, running: bool) -> str:
     return result.stats.summary()
 
 
+def _form_values(p: Any) -> list[Any]:
+    """SamplingParams as the parameter widgets show them (in the order of the form's ``params`` list)."""
+    stops = "\n".join(x.replace("\n", "\\n") for x in p.stop)
+    return [
+        p.temperature,
+        p.top_p,
+        p.top_k,
+        p.max_tokens,
+        max(1.0, p.repetition_penalty),
+        p.frequency_penalty,
+        p.presence_penalty,
+        stops,
+        -1 if p.seed is None else p.seed,
+    ]
+
+
 def loaded_rows(ctx: AppContext) -> list[list[Any]]:
     rows = []
     for info in ctx.engines.loaded():
@@ -342,19 +358,7 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
             p = ctx.engines.params_for(model or "default")
         except Exception:  # an unknown or half-typed name: leave the form as it is
             return [gr.update()] * len(params)
-        seed_value = -1 if p.seed is None else p.seed
-        stops = "\n".join(x.replace("\n", "\\n") for x in p.stop)
-        return [
-            p.temperature,
-            p.top_p,
-            p.top_k,
-            p.max_tokens,
-            max(1.0, p.repetition_penalty),
-            p.frequency_penalty,
-            p.presence_penalty,
-            stops,
-            seed_value,
-        ]
+        return _form_values(p)
 
     @handle_errors
     def apply_use_case(name: str) -> list[Any]:
@@ -364,20 +368,7 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
         from studio.playground.prompts import use_case as get_use_case
 
         uc = get_use_case(name)
-        p = uc.sampling_params()
-        stops = "\n".join(x.replace("\n", "\\n") for x in p.stop)
-        return [
-            p.temperature,
-            p.top_p,
-            p.top_k,
-            p.max_tokens,
-            max(1.0, p.repetition_penalty),
-            p.frequency_penalty,
-            p.presence_penalty,
-            stops,
-            -1 if p.seed is None else p.seed,
-            uc.system_prompt,
-        ]
+        return [*_form_values(uc.sampling_params()), uc.system_prompt]
 
     @handle_errors
     def save_as_alias(

@@ -9,7 +9,7 @@ PORT   ?=
 STAMP_RUN  := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 
-.PHONY: setup setup-test run test test-fast lint format clean bench-serve bench-train
+.PHONY: setup setup-test run test test-fast lint format clean bench-serve bench-train bench-compare
 
 setup: $(STAMP_RUN)
 
@@ -56,6 +56,9 @@ bench-serve: setup
 
 bench-train: setup
 	HF_HUB_OFFLINE=1 $(PY) bench/train.py $(BENCH_ARGS)
+
+bench-compare: setup
+	HF_HUB_OFFLINE=1 $(PY) bench/compare.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

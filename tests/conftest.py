@@ -131,6 +131,26 @@ def make_lora_adapter(base_dir: Path, out_dir: Path, seed: int, r: int = 8) -> P
     return out_dir
 
 
+def make_prompt_adapter(base_dir: Path, out_dir: Path, kind: str = "prefix", seed: int = 0) -> Path:
+    """A prefix-tuning (``kind="prefix"``) or IA3 (``kind="ia3"``) adapter with random weights for the model in
+    ``base_dir``, saved as PEFT saves a trained one."""
+    import torch
+    from peft import IA3Config, PrefixTuningConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    if kind == "prefix":
+        peft_model = get_peft_model(model, PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=8))
+        for param in peft_model.parameters():
+            if param.requires_grad:
+                param.data.normal_(0.0, 1.0)
+    else:
+        peft_model = get_peft_model(model, IA3Config(task_type="CAUSAL_LM", init_ia3_weights=False))
+    peft_model.save_pretrained(str(out_dir))
+    return out_dir
+
+
 @pytest.fixture(scope="session")
 def lora_adapters(studio_home: Path) -> tuple[Path, Path]:
     """Two different LoRA adapters for the bundled model, under STUDIO_HOME/adapters."""

@@ -6,8 +6,8 @@ A contender is a model name (alias, registry id or path), optionally with a PEFT
 
 :func:`stream_sides` yields a snapshot of every side whenever any side produced something (throttled), so a
 UI can show all replies growing at the same time from one generator. Sides on different engines run in
-parallel; two sides on the same non-batching engine (the transformers backend, e.g. a base model and an
-adapter on it) share its one forward-pass lock, so the second side starts when the first finishes.
+parallel; sides on one transformers model (e.g. a base model and an adapter on it) take turns per decode step,
+each with its own adapter, so they stream at the same time too; only llama.cpp serves one request at a time.
 """
 
 from __future__ import annotations
@@ -191,8 +191,8 @@ def start_sides(
     """Start every side (``conversations[i]`` is what side i answers, with ``params`` or ``params[i]``); a side
     that cannot start becomes its error.
 
-    Every model and adapter is loaded before the first generation starts: loading an adapter waits for the
-    engine's running generation, which would otherwise hold the other sides back.
+    Every model and adapter is loaded before the first generation starts, so no side's first tokens wait for
+    another side's loading.
     """
     prepared: list[str | StudioError | None] = []
     for spec in specs:

@@ -79,7 +79,9 @@ class EngineCapabilities:
     attention: bool = False
     adapters: bool = False
     chat_template: bool = True
-    concurrent: bool = False  # serves several requests at once (batching); else the manager serialises them
+    # serves several requests at once (batching, or interleaved decode steps) and guards its own state; else the
+    # manager serialises its generations
+    concurrent: bool = False
 
 
 @dataclass
@@ -100,8 +102,8 @@ StreamItem = GenerationStart | TokenEvent | GenerationEnd
 
 class Engine(abc.ABC):
     """A loaded model that can generate. Implementations must be safe to call from several threads:
-    :class:`studio.inference.manager.EngineManager` serialises generation per engine, but ``info`` and
-    ``count_tokens`` may run concurrently with it."""
+    :class:`studio.inference.manager.EngineManager` serialises generation per engine unless its capabilities say
+    ``concurrent``, but ``info`` and ``count_tokens`` may run concurrently with it."""
 
     backend: str = "abstract"
     capabilities: EngineCapabilities = EngineCapabilities()

@@ -1,8 +1,10 @@
 """Keeps loaded engines and runs generations on them safely for concurrent callers.
 
-Each generation runs in its own worker thread holding that engine's lock (one forward pass at a time per
-model), and hands its stream items to the caller through a queue, so a caller can consume them from sync
-code (Gradio handlers, the CLI) or async code (the REST API), and can cancel at any time.
+Each generation runs in its own worker thread holding that engine's gate — shared when the engine serves
+several requests at once (vLLM and remote servers batch them, the transformers engine interleaves their decode
+steps), exclusive when it does not (llama.cpp) — and hands its stream items to the caller through a queue, so a
+caller can consume them from sync code (Gradio handlers, the CLI) or async code (the REST API), and can cancel at
+any time.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from studio.aliases.schema import AliasConfig
 from studio.aliases.store import AliasStore
 from studio.errors import GenerationError, NotFoundError, StudioError, ValidationError
 from studio.inference.base import ChatMessage, ChatTemplateSpec, Engine, LoadedModelInfo, StreamItem
+from studio.inference.locks import EngineGate
 from studio.inference.params import SamplingParams, make_sampling_params
 from studio.inference.routing import EngineChoice, choose_engine
 from studio.inference.stats import GenerationResult
@@ -107,7 +110,8 @@ class GenerationHandle:
 
 
 class EngineManager:
-    """Loads models on demand (one engine per model id), serialises generation per engine."""
+    """Loads models on demand (one engine per model id); serialises generation on engines that cannot serve
+    several requests at once."""
 
     def __init__(
         self,
@@ -120,7 +124,7 @@ class EngineManager:
         self.resolver = AliasResolver(AliasStore(settings.home / "aliases"), registry)
         self.on_finish = on_finish
         self._engines: dict[str, Engine] = {}
-        self._engine_locks: dict[str, threading.Lock] = {}
+        self._gates: dict[str, EngineGate] = {}
         self._load_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self._active: dict[str, GenerationHandle] = {}
@@ -209,7 +213,7 @@ class EngineManager:
                         current.info.extra["engine_key"] = key
                     with self._lock:
                         self._engines[key] = current
-                        self._engine_locks[key] = threading.Lock()
+                        self._gates[key] = EngineGate()
         if adapter:
             self.load_adapter_on(current, adapter, None)
         return current
@@ -237,11 +241,13 @@ class EngineManager:
                     key, current = others[0], self._engines[others[0]]
         return key, current
 
-    def _lock_for(self, engine: Engine) -> threading.Lock:
+    def _hold(self, engine: Engine) -> AbstractContextManager[None]:
+        """Hold ``engine`` for a generation or an adapter/attention call: shared when the engine serves several
+        requests at once (it guards its own state), exclusive when it does not; an unload waits for all."""
         with self._lock:
             for key, loaded in self._engines.items():
                 if loaded is engine:
-                    return self._engine_locks[key]
+                    return self._gates[key].hold(engine.capabilities.concurrent)
         raise NotFoundError(f"model '{engine.info.model_id}' was unloaded meanwhile", param="model")
 
     def _load_engine(self, resolved: ResolvedModel, quantization: str, choice: EngineChoice) -> Engine:
@@ -360,7 +366,7 @@ class EngineManager:
         # named as the user named it: a registered adapter is a symlink into runs/<job>/artifact, and the
         # resolved folder's name ("artifact") would name them all the same
         name = name or Path(adapter).name
-        with self._lock_for(engine):
+        with self._hold(engine):
             return engine.load_adapter(path, name)  # type: ignore[attr-defined, no-any-return]
 
     def swap_adapter(self, model: str, adapter: str | None) -> str | None:
@@ -369,7 +375,7 @@ class EngineManager:
         engine = self.engine(model)
         loaded: dict[str, Path] = getattr(engine, "adapters", {})
         if adapter in (None, "", "base") or adapter in loaded:
-            with self._lock_for(engine):
+            with self._hold(engine):
                 engine.set_active_adapter(adapter)  # type: ignore[attr-defined]
             return engine.active_adapter  # type: ignore[attr-defined, no-any-return]
         return self.load_adapter(model, str(adapter))
@@ -382,10 +388,12 @@ class EngineManager:
         messages: Sequence[ChatMessage] | None = None,
         prompt_text: str | None = None,
         max_tokens: int = 256,
+        adapter: str | None = None,
     ) -> Any:
         """Attention maps over the prompt (chat ``messages`` through the chat template, or a raw
-        ``prompt_text``) plus the reply's tokens, recomputed with eager attention on the loaded model
-        (serialised with its generations)."""
+        ``prompt_text``) plus the reply's tokens, recomputed with eager attention on the loaded model with
+        ``adapter`` (None: the active one; 'base': none), taking its turn between the decode steps of running
+        generations."""
         resolved = self.resolver.resolve(model)
         engine = self.engine(model)
         if not engine.capabilities.attention:
@@ -394,15 +402,15 @@ class EngineManager:
                 param="model",
             )
         template = self.template_for(resolved.chat_template, resolved.entry)
-        with self._lock_for(engine):
+        with self._hold(engine):
             if messages is not None:
                 prompt_ids = engine.chat_token_ids(messages, template)  # type: ignore[attr-defined]
             elif prompt_text is not None:
-                prompt_ids = engine.tokenizer(prompt_text)["input_ids"]  # type: ignore[attr-defined]
+                prompt_ids = engine.encode(prompt_text, special=True)  # type: ignore[attr-defined]
             else:
                 raise ValidationError("generate a reply first: there is nothing to analyse", param="reply")
             return engine.attention(  # type: ignore[attr-defined]
-                [*prompt_ids, *reply_token_ids], prompt_len=len(prompt_ids), max_tokens=max_tokens
+                [*prompt_ids, *reply_token_ids], prompt_len=len(prompt_ids), max_tokens=max_tokens, adapter=adapter
             )
 
     def loaded(self) -> list[LoadedModelInfo]:
@@ -426,10 +434,10 @@ class EngineManager:
             return False
         with self._lock:
             engine = self._engines.get(key)
-            lock = self._engine_locks.get(key)
-        if engine is None or lock is None:
+            gate = self._gates.get(key)
+        if engine is None or gate is None:
             return False
-        with lock:
+        with gate.exclusive():
             with self._lock:
                 self._engines.pop(key, None)
             engine.unload()
@@ -618,10 +626,7 @@ class EngineManager:
             error: str | None = None
             try:
                 engine = self.load_resolved(resolved)
-                lock: AbstractContextManager[Any] = (
-                    nullcontext() if engine.capabilities.concurrent else self._lock_for(engine)
-                )
-                with lock:
+                with self._hold(engine):
                     for item in run(engine, handle._cancel):
                         handle.result.add(item)
                         handle._queue.put(item)

@@ -3,6 +3,11 @@
 Decoding is a plain KV-cached loop rather than ``model.generate`` so that every token comes out with its
 id, log probability, top alternatives and a timestamp as soon as it exists, and so that cancellation and
 stop sequences take effect between two tokens.
+
+Several generations share one loaded model by taking turns per forward pass (a first-come-first-served lock
+around each decode step), each with its own KV cache and its own adapter, switched in before its step when
+the previous step was another adapter's. Two chats on one model (a base and its adapter side by side in
+Compare, two Playground users) therefore stream at the same time, each at about half the speed.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from studio.inference.base import (
     TopLogprob,
 )
 from studio.inference.detok import StopTextBuffer
+from studio.inference.locks import FairLock
 from studio.inference.params import SamplingParams
 from studio.inference.torch_setup import import_torch, resolve_dtype
 
@@ -37,7 +43,7 @@ log = logging.getLogger(__name__)
 
 class TransformersEngine(Engine):
     backend = "transformers"
-    capabilities = EngineCapabilities(logprobs=True, attention=True, adapters=True, chat_template=True)
+    capabilities = EngineCapabilities(logprobs=True, attention=True, adapters=True, chat_template=True, concurrent=True)
 
     def __init__(
         self,
@@ -71,8 +77,13 @@ class TransformersEngine(Engine):
         self.model.eval()
         self._device = device
         self._eos_ids = self._collect_eos_ids()
-        self._adapters: dict[str, Path] = {}
+        self._adapters: dict[str, Path] = {}  # every loaded adapter by name
+        self._prompt_models: dict[str, Any] = {}  # the prompt-learning ones among them, each with its PEFT wrapper
         self._active_adapter: str | None = None
+        # one forward pass at a time, in arrival order; guards the model and which adapter is switched in
+        self._step = FairLock()
+        self._applied: str | object | None = _UNKNOWN  # the adapter the PEFT model has switched in (None: base)
+        self._encode_lock = threading.Lock()  # a fast tokenizer must not be borrowed by two threads that may mutate it
         self._info = LoadedModelInfo(
             model_id=model_id,
             backend=self.backend,
@@ -109,9 +120,12 @@ class TransformersEngine(Engine):
         return self._active_adapter
 
     def load_adapter(self, path: Path, name: str | None = None) -> str:
-        """Load a PEFT adapter (LoRA, IA3, ...) on top of the base weights and make it active.
+        """Load a PEFT adapter on top of the base weights and make it active.
 
-        Loading a second adapter keeps the base and the first one in memory: switching is a hot swap."""
+        Adapters that change the weights (LoRA, IA3, ...) are injected into the model's layers; prompt-learning
+        adapters (prefix tuning, prompt tuning, p-tuning) leave the weights alone and put virtual tokens in front
+        of the prompt. Loading a second adapter keeps the base and the first one in memory: switching is a hot
+        swap."""
         path = Path(path).expanduser()
         config_file = path / "adapter_config.json"
         if not config_file.is_file():
@@ -119,14 +133,56 @@ class TransformersEngine(Engine):
         name = name or path.name
         if name == BASE_ADAPTER:
             raise ValidationError(f"'{BASE_ADAPTER}' is reserved for the base model", param="adapter")
-        from peft import PeftConfig, PeftModel
+        from peft import PeftConfig
 
-        was_peft = isinstance(self.model, PeftModel)
-        if was_peft and name in self._adapters:
-            self.model.delete_adapter(name)
-            self._adapters.pop(name, None)
         try:
             config = PeftConfig.from_pretrained(str(path))
+        except Exception as exc:
+            raise ValidationError(f"cannot read the adapter config in {path}: {_short(exc)}", param="adapter") from None
+        with self._step:  # between two decode steps of any running generation
+            self._applied = _UNKNOWN  # loading switches the new adapter in; the next step switches back
+            if config.is_prompt_learning:
+                self._load_prompt_adapter(path, name, config)
+                self._drop_injected(name)  # the name may have held an injected adapter before
+            else:
+                self._load_injected_adapter(path, name, config)
+                self._prompt_models.pop(name, None)
+            self._adapters[name] = path
+            self._active_adapter = name
+            return name
+
+    def _misfit(self, path: Path, exc: BaseException) -> ValidationError:
+        base = _adapter_base(path / "adapter_config.json")
+        hint = f" It was trained on '{base}'." if base else ""
+        return ValidationError(
+            f"adapter {path} does not fit model '{self._info.model_id}': {_short(exc)}.{hint}", param="adapter"
+        )
+
+    def _base_model(self) -> Any:
+        """The transformers model under any PEFT wrapper (with injected adapter layers, if any)."""
+        from peft import PeftModel
+
+        return self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model
+
+    def _load_injected_adapter(self, path: Path, name: str, config: Any) -> None:
+        from peft import PeftModel
+
+        was_peft = isinstance(self.model, PeftModel)
+        if was_peft:
+            kinds = {c.peft_type for n, c in self.model.peft_config.items() if n != name}
+            if kinds and config.peft_type not in kinds:
+                others = ", ".join(n for n in self._adapters if n not in self._prompt_models and n != name)
+                have = ", ".join(sorted(str(getattr(k, "value", k)) for k in kinds))
+                raise ValidationError(
+                    f"adapter {path} is {getattr(config.peft_type, 'value', config.peft_type)}, but this model "
+                    f"already carries {have} adapters ({others}); PEFT cannot mix the two on one loaded model: "
+                    "unload the model and load it again with this adapter",
+                    param="adapter",
+                )
+            if name in self.model.peft_config:
+                self.model.delete_adapter(name)
+                self._adapters.pop(name, None)
+        try:
             if not was_peft:
                 # PeftModel injects the adapter layers into the base model in place
                 self.model = PeftModel(self.model, config, adapter_name=name)
@@ -135,15 +191,37 @@ class TransformersEngine(Engine):
                 self.model.load_adapter(str(path), adapter_name=name)
         except Exception as exc:
             self._undo_failed_adapter(name, was_peft)
-            base = _adapter_base(config_file)
-            hint = f" It was trained on '{base}'." if base else ""
-            raise ValidationError(
-                f"adapter {path} does not fit model '{self._info.model_id}': {_short(exc)}.{hint}", param="adapter"
-            ) from None
+            raise self._misfit(path, exc) from None
         self.model.eval()
-        self._adapters[name] = path
-        self._active_adapter = name
-        return name
+
+    def _load_prompt_adapter(self, path: Path, name: str, config: Any) -> None:
+        """A prompt-learning adapter gets a PEFT wrapper of its own around the (shared) base model: only its
+        prompt encoder is new. Decoding feeds the prompt through the wrapper (which puts the virtual tokens in
+        front) and every later token through the base model with the KV cache that prefill made."""
+        from peft import PeftModel, PeftType
+
+        if config.peft_type not in (PeftType.PREFIX_TUNING, PeftType.PROMPT_TUNING, PeftType.P_TUNING):
+            raise ValidationError(
+                f"adapter {path} is {config.peft_type.value}; of the prompt-learning methods the studio serves prefix "
+                "tuning, prompt tuning and p-tuning",
+                param="adapter",
+            )
+        try:
+            wrapper = PeftModel.from_pretrained(self._base_model(), str(path), adapter_name=name, is_trainable=False)
+            wrapper.prompt_encoder.to(self._device)
+        except Exception as exc:
+            raise self._misfit(path, exc) from None
+        wrapper.eval()
+        self._prompt_models[name] = wrapper
+
+    def _drop_injected(self, name: str) -> None:
+        from peft import PeftModel
+
+        if isinstance(self.model, PeftModel) and name in self.model.peft_config:
+            if len(self.model.peft_config) == 1:
+                self.model = self.model.unload()  # its only adapter: back to the plain model
+            else:
+                self.model.delete_adapter(name)
 
     def _undo_failed_adapter(self, name: str, was_peft: bool) -> None:
         """Take a half-loaded adapter out again so the model answers exactly as before."""
@@ -154,8 +232,9 @@ class TransformersEngine(Engine):
         if was_peft:
             if name in getattr(self.model, "peft_config", {}):
                 self.model.delete_adapter(name)
-            if self._active_adapter:
-                self.model.set_adapter(self._active_adapter)
+            injected = [n for n in self._adapters if n not in self._prompt_models]
+            if injected:
+                self.model.set_adapter(injected[0])  # any: the next decode step switches to what it needs
         else:
             self.model = self.model.unload()  # removes the injected layers without merging them
 
@@ -169,21 +248,50 @@ class TransformersEngine(Engine):
             raise ValidationError(f"adapter '{name}' is not loaded; loaded: {known}", param="adapter")
         self._active_adapter = name
 
-    def _apply_adapter(self, requested: str | None) -> None:
-        """Switch the PEFT model to what this request asks for (called under the engine lock)."""
-        if not self._adapters:
-            if requested not in (None, "", BASE_ADAPTER):
-                raise ValidationError(f"adapter '{requested}' is not loaded on this model", param="adapter")
-            return
+    def _target_adapter(self, requested: str | None) -> str | None:
+        """The adapter a request runs with, fixed when it starts: the named one, None for the base model ('base'
+        or ''), the active adapter when it names none."""
         target = self._active_adapter if requested is None else (None if requested in ("", BASE_ADAPTER) else requested)
-        if target is None:
-            self.model.base_model.disable_adapter_layers()
+        if target is not None and target not in self._adapters:
+            known = ", ".join(self._adapters) or "none"
+            raise ValidationError(f"adapter '{target}' is not loaded on this model; loaded: {known}", param="adapter")
+        return target
+
+    def _switch_to(self, target: str | None) -> None:
+        """Make the model's layers compute with the injected adapter ``target`` (None: the base weights); call
+        holding ``self._step``. Costs nothing when the previous step used the same adapter."""
+        if target == self._applied:
             return
-        if target not in self._adapters:
-            known = ", ".join(self._adapters)
-            raise ValidationError(f"adapter '{target}' is not loaded; loaded: {known}", param="adapter")
-        self.model.base_model.enable_adapter_layers()
-        self.model.set_adapter(target)
+        from peft import PeftModel
+
+        model: Any = self.model
+        injected = isinstance(model, PeftModel)
+        if not injected:  # no injected adapter: only the base weights exist
+            if target is not None:
+                raise ValidationError(f"adapter '{target}' is no longer loaded on this model", param="adapter")
+        elif target is None:
+            model.base_model.disable_adapter_layers()
+        elif target not in self._adapters or target in self._prompt_models:
+            raise ValidationError(f"adapter '{target}' is no longer loaded on this model", param="adapter")
+        else:
+            model.base_model.enable_adapter_layers()
+            model.set_adapter(target)
+        self._applied = target
+
+    def _forward(self, target: str | None, **inputs: Any) -> Any:
+        """One forward pass with ``target``'s weights, taking its turn among the generations on this model.
+
+        A prompt-learning adapter runs on the bare base weights: its prefill goes through its own PEFT wrapper
+        (virtual tokens in front), later steps through the base model with the cache that made."""
+        with self._step:
+            prompt_model = self._prompt_models.get(target) if target is not None else None
+            if prompt_model is None:
+                self._switch_to(target)
+                return self.model(**inputs)
+            self._switch_to(None)
+            if inputs.get("past_key_values") is None:
+                return prompt_model(**inputs)
+            return self._base_model()(**inputs)
 
     def _collect_eos_ids(self) -> set[int]:
         ids: set[int] = set()
@@ -223,7 +331,13 @@ class TransformersEngine(Engine):
         return str(text)
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self.encode(text, special=False))
+
+    def encode(self, text: str, *, special: bool) -> list[int]:
+        """Token ids of ``text`` (``special``: with the tokenizer's BOS/EOS, as a raw completion prompt is fed)."""
+        with self._encode_lock:
+            ids: list[int] = self.tokenizer(text, add_special_tokens=special)["input_ids"]
+        return ids
 
     def stream_chat(
         self,
@@ -234,35 +348,42 @@ class TransformersEngine(Engine):
         adapter: str | None = None,
     ) -> Iterator[StreamItem]:
         started = time.perf_counter()
-        prompt = self.render_chat(messages, chat_template)
-        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        self._apply_adapter(adapter)
-        return self._stream_ids(ids, params, cancel, started)
+        ids = self.encode(self.render_chat(messages, chat_template), special=False)
+        return self._stream_ids(ids, params, cancel, started, self._target_adapter(adapter))
 
     def stream_completion(
         self, prompt: str, params: SamplingParams, cancel: threading.Event, adapter: str | None = None
     ) -> Iterator[StreamItem]:
         started = time.perf_counter()
-        ids = self.tokenizer(prompt)["input_ids"]
-        self._apply_adapter(adapter)
-        return self._stream_ids(ids, params, cancel, started)
+        ids = self.encode(prompt, special=True)
+        return self._stream_ids(ids, params, cancel, started, self._target_adapter(adapter))
 
-    def attention(self, token_ids: list[int], prompt_len: int = 0, max_tokens: int = 256) -> Any:
-        """Attention maps for ``token_ids`` (one forward pass with eager attention; call under the engine lock:
-        it switches the model's attention implementation for that pass); see
-        :func:`studio.playground.attention.compute_attention`."""
+    def attention(
+        self, token_ids: list[int], prompt_len: int = 0, max_tokens: int = 256, adapter: str | None = None
+    ) -> Any:
+        """Attention maps for ``token_ids`` with ``adapter``'s weights (None: the active adapter; 'base': the base
+        model) — one forward pass with eager attention, taking its turn between decode steps (it switches the
+        model's attention implementation for that pass); see :func:`studio.playground.attention.compute_attention`."""
         from studio.playground.attention import compute_attention
 
-        return compute_attention(self.model, self.tokenizer, token_ids, prompt_len=prompt_len, max_tokens=max_tokens)
+        target = self._target_adapter(adapter)
+        if target in self._prompt_models:
+            raise ValidationError(
+                f"attention maps are not available for the prompt-learning adapter '{target}' (its virtual tokens "
+                "have no text); pick the base model or a LoRA adapter",
+                param="adapter",
+            )
+        with self._step:
+            self._switch_to(target)
+            return compute_attention(
+                self.model, self.tokenizer, token_ids, prompt_len=prompt_len, max_tokens=max_tokens
+            )
 
     def chat_token_ids(
         self, messages: Sequence[ChatMessage], chat_template: ChatTemplateSpec | None = None
     ) -> list[int]:
         """The prompt token ids the chat template makes of ``messages`` (what generation would feed the model)."""
-        ids: list[int] = self.tokenizer(self.render_chat(messages, chat_template), add_special_tokens=False)[
-            "input_ids"
-        ]
-        return ids
+        return self.encode(self.render_chat(messages, chat_template), special=False)
 
     # -- decoding ------------------------------------------------------------------------------------------
     def _processors(self, params: SamplingParams) -> Any:
@@ -287,7 +408,12 @@ class TransformersEngine(Engine):
         return procs
 
     def _stream_ids(
-        self, prompt_ids: list[int], params: SamplingParams, cancel: threading.Event, started: float
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        cancel: threading.Event,
+        started: float,
+        adapter: str | None,
     ) -> Iterator[StreamItem]:
         torch = self._torch
         if not prompt_ids:
@@ -314,7 +440,7 @@ class TransformersEngine(Engine):
         finish: str = "length"
         with torch.inference_mode():
             all_ids = torch.tensor([prompt_ids], device=self._device)
-            out = self.model(input_ids=all_ids, use_cache=True)
+            out = self._forward(adapter, input_ids=all_ids, use_cache=True)
             past = out.past_key_values
             logits = out.logits[:, -1, :].float()
             for _ in range(max_new):
@@ -361,15 +487,17 @@ class TransformersEngine(Engine):
                     break
                 next_tensor = torch.tensor([[next_id]], device=self._device)
                 all_ids = torch.cat([all_ids, next_tensor], dim=-1)
-                out = self.model(input_ids=next_tensor, past_key_values=past, use_cache=True)
+                out = self._forward(adapter, input_ids=next_tensor, past_key_values=past, use_cache=True)
                 past = out.past_key_values
                 logits = out.logits[:, -1, :].float()
         tail = "" if text_buf.stopped else text_buf.flush()
         yield GenerationEnd(finish_reason=finish, tail_text=tail, time=time.perf_counter())  # type: ignore[arg-type]
 
     def unload(self) -> None:
-        self._adapters.clear()
-        del self.model
+        with self._step:
+            self._adapters.clear()
+            self._prompt_models.clear()
+            del self.model
         if self._device == "cuda":
             self._torch.cuda.empty_cache()
         import gc
@@ -382,6 +510,7 @@ def default_threads() -> int:
 
 
 BASE_ADAPTER = "base"
+_UNKNOWN = object()  # ``_applied`` before the first step and after an adapter was loaded
 Quantization = Literal["none", "int8", "int4", "nf4"]
 
 

@@ -442,6 +442,15 @@ def check_lease(db: Database, lease: Lease) -> LeaseStatus:
     return "cancel_requested" if row[3] else "ok"
 
 
+def finished_under(db: Database, lease: Lease) -> bool:
+    """Whether the job reached a final state while running under ``lease`` (its own process wrote it)."""
+    with db.engine.connect() as conn:
+        row = conn.execute(
+            sa_select(JOB.c.state, JOB.c.worker_id, JOB.c.attempts).where(JOB.c.id == lease.job_id)
+        ).first()
+    return row is not None and row[0] in FINAL_STATES and row[1] == lease.worker_id and row[2] == lease.attempt
+
+
 def finish(
     db: Database,
     lease: Lease,

@@ -134,7 +134,8 @@ class Worker:
         return final
 
     def _watch(self, proc: subprocess.Popen[bytes], lease: Lease) -> str | None:
-        """Wait for the job process; returns why the worker ended it ("cancel", "shutdown", "lost") or None."""
+        """Wait for the job process; returns why the worker ended it ("cancel", "shutdown", "lost"), "finished"
+        when it wrote its final state and then was slow to exit, or None."""
         opts = self.options
         check_every = min(1.0, opts.heartbeat_s)
         last_check = last_beat = time.monotonic()
@@ -159,6 +160,8 @@ class Worker:
                 except SQLAlchemyError as exc:  # a database hiccup must not kill hours of training
                     log.warning("job %s: cannot reach the database (%s); will retry", lease.job_id, exc)
                     status = "ok"
+                if status == "lost" and queue.finished_under(self.db, lease):
+                    return self._let_exit(proc, lease)
                 if status == "lost":
                     log.warning("job %s was taken from this worker; killing its process", lease.job_id)
                     signal_group(proc.pid, signal.SIGKILL)
@@ -181,9 +184,19 @@ class Worker:
             elif now - term_sent > opts.kill_after_s:
                 signal_group(proc.pid, signal.SIGKILL)
 
+    def _let_exit(self, proc: subprocess.Popen[bytes], lease: Lease) -> str:
+        """The job process wrote its final state and is exiting (freeing torch, threads, files): give it
+        ``kill_after_s`` more, then end it."""
+        try:
+            proc.wait(timeout=self.options.kill_after_s)
+        except subprocess.TimeoutExpired:
+            log.info("job %s finished but its process is still exiting; ending it", lease.job_id)
+            signal_group(proc.pid, signal.SIGKILL)
+        return "finished"
+
     def _record_exit(self, lease: Lease, returncode: int, ending: str | None, log_file: Path) -> None:
         """Write the final state when the job process ended without writing one itself."""
-        if ending == "lost" or queue.check_lease(self.db, lease) == "lost":
+        if ending in ("lost", "finished") or queue.check_lease(self.db, lease) == "lost":
             return  # it wrote its final state, or it was taken from us: nothing to add
         job = queue.get_job(self.db, lease.job_id)
         checkpoint = f"; last checkpoint {job.checkpoint_path}" if job.checkpoint_path else ""

@@ -49,6 +49,94 @@ def test_adapter_changes_output_swaps_and_disables(private_ctx: AppContext, lora
     assert info.extra["adapters"] == "lora-a,lora-b" and info.extra["active_adapter"] == ""
 
 
+def test_adapter_loaded_mid_generation_leaves_the_running_reply_alone(
+    private_ctx: AppContext, lora_adapters: tuple[Path, Path]
+) -> None:
+    """Loading an adapter takes its turn between two decode steps of a running base generation (it does not wait
+    for the whole reply), and the running reply keeps its base weights on every later step; an unload waits
+    until the running generation is done."""
+    import threading
+
+    from studio.inference.base import TokenEvent
+
+    ctx = private_ctx
+    params = make_sampling_params(temperature=0, max_tokens=40, stop=[])
+    story = [ChatMessage("user", "Write a long story about a dragon who learns to bake bread.")]
+    ctx.engines.load("default")
+    alone = ctx.engines.start_chat("default", story, params, adapter="base").wait().text
+
+    handle = ctx.engines.start_chat("default", story, params, adapter="base")
+    stream = iter(handle)
+    while not isinstance(next(stream), TokenEvent):  # the base generation is under way
+        pass
+    assert ctx.engines.load_adapter("default", str(lora_adapters[0])) == "lora-a"
+    assert not handle.result.finished, "loading the adapter waited for the whole reply"
+    unloaded = threading.Event()
+    unloader = threading.Thread(target=lambda: (ctx.engines.unload("default"), unloaded.set()))
+    unloader.start()
+    for _ in stream:  # an unload under the running generation would end it with an error here
+        pass
+    unloader.join(60)
+    assert unloaded.is_set()
+    assert handle.result.stats.finish_reason == "length"
+    assert handle.result.text == alone  # every step after the load still ran on the base weights
+
+
+def _peft_generate(base_dir: Path, adapter: Path | None, max_new_tokens: int = 10) -> str:
+    """What PEFT's own ``generate`` answers (greedy) — the reference for the engine's decode loop."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, str(adapter))
+    model.eval()
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": PROMPT[0].content}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
+    return str(tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True))
+
+
+def test_prefix_tuning_adapter_answers_as_peft_does_next_to_a_lora(
+    private_ctx: AppContext, lora_adapters: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A prefix-tuning adapter (the Fine-Tune tab's "prefix" method) serves in the engine's KV-cached loop exactly
+    as PEFT generates with it, loaded next to a LoRA on the same model; the base and the LoRA stay exact; an IA3
+    adapter cannot join LoRAs on one model, and says so."""
+    from tests.conftest import make_prompt_adapter
+
+    ctx = private_ctx
+    engine = ctx.engines.load("default")
+    base_dir = engine.info.path
+    prefix = make_prompt_adapter(base_dir, tmp_path / "prefix-a", "prefix")
+    ia3 = make_prompt_adapter(base_dir, tmp_path / "ia3-a", "ia3")
+    params = make_sampling_params(temperature=0, max_tokens=10, stop=[])
+
+    def answer(adapter: str) -> str:
+        return ctx.engines.start_chat("default", PROMPT, params, adapter=adapter).wait().text
+
+    ctx.engines.load_adapter("default", str(lora_adapters[0]))
+    assert ctx.engines.load_adapter("default", str(prefix)) == "prefix-a"
+    expected = {name: _peft_generate(base_dir, path) for name, path in [("base", None), ("lora-a", lora_adapters[0])]}
+    expected["prefix-a"] = _peft_generate(base_dir, prefix)
+    assert len(set(expected.values())) == 3, expected  # each really answers differently
+    for name, text in expected.items():
+        assert answer(name) == text, name
+    with pytest.raises(ValidationError, match=r"IA3.*LORA adapters \(lora-a\).*cannot mix") as err:
+        ctx.engines.load_adapter("default", str(ia3))
+    assert err.value.param == "adapter"
+    assert answer("lora-a") == expected["lora-a"] and answer("prefix-a") == expected["prefix-a"]
+    with pytest.raises(ValidationError, match="prompt-learning adapter 'prefix-a'"):
+        ctx.engines.attention_for_reply("default", [1, 2], messages=PROMPT, adapter="prefix-a")
+
+
 def test_compare_with_base_reports_both_speeds(private_ctx: AppContext, lora_adapters: tuple[Path, Path]) -> None:
     ctx = private_ctx
     ctx.engines.load("default", adapter=str(lora_adapters[0]))

@@ -136,7 +136,7 @@ def test_cancel_stops_generation_early(ctx: AppContext) -> None:
     assert handle.result.stats.completion_tokens < 20
 
 
-def test_concurrent_requests_are_serialised_and_all_complete(ctx: AppContext) -> None:
+def test_concurrent_requests_all_complete_with_the_same_answer(ctx: AppContext) -> None:
     params = make_sampling_params(temperature=0, max_tokens=8)
     results: list[str] = []
     errors: list[BaseException] = []
@@ -153,7 +153,7 @@ def test_concurrent_requests_are_serialised_and_all_complete(ctx: AppContext) ->
     for t in threads:
         t.join(timeout=120)
     assert not errors
-    assert len(results) == 3 and len(set(results)) == 1  # greedy + serialised → identical
+    assert len(results) == 3 and len(set(results)) == 1  # greedy: interleaved decode steps do not mix their KV caches
 
 
 def test_each_generation_is_logged_in_the_database(ctx: AppContext) -> None:

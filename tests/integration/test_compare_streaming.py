@@ -54,6 +54,34 @@ def test_base_and_adapter_stream_side_by_side(private_ctx: AppContext, lora_adap
     assert first.text == final[1].text and second.text == final[0].text
 
 
+def _token_spans(handles: list) -> list[tuple[float, float]]:
+    spans = []
+    for h in handles:
+        assert not isinstance(h, Exception)
+        times = [t.time for t in h.result.tokens]
+        spans.append((times[0], times[-1]))
+    return spans
+
+
+def test_base_and_adapter_generate_at_the_same_time(private_ctx: AppContext, lora_adapters: tuple[Path, Path]) -> None:
+    """Two sides on one transformers model (its base and an adapter on it) decode concurrently: the engine
+    interleaves their decode steps, so each side's tokens arrive while the other side is still generating, and
+    each side still answers exactly what it answers alone (its own adapter on every step)."""
+    ctx = private_ctx
+    specs = [ContenderSpec("default"), ContenderSpec("default", "lora-a")]
+    params = make_sampling_params(temperature=0, max_tokens=40, stop=[])
+    story = [ChatMessage("user", "Write a long story about a dragon who learns to bake bread.")]
+    handles = start_sides(ctx.engines, specs, [story] * 2, params)
+    last = list(stream_sides(handles))[-1]
+    assert all(v.error is None and v.stats for v in last)
+    spans = _token_spans(handles)
+    assert all(len(h.result.tokens) >= 20 for h in handles if not isinstance(h, Exception))
+    assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1], f"the sides ran one after the other: {spans}"
+    for spec, view in zip(specs, last, strict=True):
+        alone = ctx.engines.start_chat("default", story, params, adapter=spec.adapter or "base").wait()
+        assert alone.text == view.text, spec.label
+
+
 def test_two_models_stream_at_the_same_time(private_ctx: AppContext, tmp_path: Path) -> None:
     """Sides on different engines generate concurrently: their token time spans overlap."""
     from tests.integration.test_compare_dpo import BUNDLED_DIR, make_tiny_model
@@ -67,9 +95,5 @@ def test_two_models_stream_at_the_same_time(private_ctx: AppContext, tmp_path: P
     handles = start_sides(ctx.engines, specs, [[ChatMessage("user", FRANCE)]] * 2, params)
     last = list(stream_sides(handles))[-1]
     assert all(v.error is None and v.stats for v in last)
-    spans = []
-    for h in handles:
-        assert not isinstance(h, Exception)
-        times = [t.time for t in h.result.tokens]
-        spans.append((times[0], times[-1]))
+    spans = _token_spans(handles)
     assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1], spans

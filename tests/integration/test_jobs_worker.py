@@ -225,3 +225,28 @@ def test_background_worker_runs_jobs_and_stopping_it_interrupts_the_running_one(
     )
     assert running.pid is not None and not pid_alive(running.pid)
     assert "stopping" in handle.log_file.read_text()
+
+
+def test_a_job_process_slow_to_exit_after_its_final_state_is_not_killed_as_lost(
+    settings: Settings, db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A job process that has written its final state but takes a while to exit (torch, threads, files) is its
+    own finished job, not one "taken from this worker": the worker lets it exit and says nothing alarming."""
+    import logging
+
+    submit(db, steps=1)
+    job = queue.claim_next(db, "host:1", device="cpu")
+    assert job is not None
+    lease = queue.Lease.of(job)
+    from dataclasses import replace
+
+    worker = Worker(settings, db, worker_id="host:1", options=replace(FAST, kill_after_s=5.0))
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(2.5)"], start_new_session=True)
+    assert queue.finish(db, lease, queue.SUCCEEDED, message="succeeded")
+    with caplog.at_level(logging.INFO, logger="studio.jobs.worker"):
+        ending = worker._watch(proc, lease)
+    assert ending == "finished"
+    assert proc.returncode == 0, "the worker killed a job process that was exiting by itself"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    worker._record_exit(lease, proc.returncode, ending, queue.log_path(settings, job.id))
+    assert queue.get_job(db, job.id).state == "succeeded"

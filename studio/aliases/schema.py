@@ -23,7 +23,13 @@ class ContextParams(BaseModel):
 
     n_threads: int | None = Field(None, ge=1, le=512, description="CPU threads used for computation.")
     n_ctx: int | None = Field(None, ge=16, le=1_048_576, description="Context window size in tokens.")
-    n_parallel: int | None = Field(None, ge=1, le=256, description="Requests served concurrently.")
+    n_parallel: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="Requests served concurrently (transformers: generations that take turns per decode step, "
+        "default 8; more wait for a slot).",
+    )
     n_predict: int | None = Field(
         None, ge=-1, le=1_048_576, description="Most tokens to predict per request (-1 = until the context is full)."
     )

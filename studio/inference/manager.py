@@ -309,6 +309,7 @@ class EngineManager:
             dtype=dtype,
             threads=threads,
             quantization=quantization,  # type: ignore[arg-type]
+            max_parallel=cp.n_parallel if cp else None,
         )
 
     def estimate(self, name: str, *, dtype: str | None = None, quantization: str = "none") -> LoadEstimate:

@@ -54,6 +54,7 @@ class TransformersEngine(Engine):
         device: str = "auto",
         threads: int | None = None,
         quantization: Quantization = "none",
+        max_parallel: int | None = None,
     ) -> None:
         torch = import_torch(threads)
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -83,6 +84,9 @@ class TransformersEngine(Engine):
         # one forward pass at a time, in arrival order; guards the model and which adapter is switched in
         self._step = FairLock()
         self._applied: str | object | None = _UNKNOWN  # the adapter the PEFT model has switched in (None: base)
+        # generations decoding at once (each holds its own KV cache); more wait for a slot, first come first served
+        self.max_parallel = max_parallel or DEFAULT_PARALLEL
+        self._slots = threading.BoundedSemaphore(self.max_parallel)
         self._encode_lock = threading.Lock()  # a fast tokenizer must not be borrowed by two threads that may mutate it
         self._info = LoadedModelInfo(
             model_id=model_id,
@@ -93,7 +97,7 @@ class TransformersEngine(Engine):
             parameters=sum(p.numel() for p in self.model.parameters()),
             memory_bytes=self._tensor_bytes(),
             load_seconds=time.perf_counter() - t0,
-            extra={"quantization": quantization},
+            extra={"quantization": quantization, "max_parallel": str(max_parallel or DEFAULT_PARALLEL)},
         )
         log.info("loaded %s (%s, %s) in %.1fs", model_id, self._info.dtype, device, self._info.load_seconds)
 
@@ -415,7 +419,6 @@ class TransformersEngine(Engine):
         started: float,
         adapter: str | None,
     ) -> Iterator[StreamItem]:
-        torch = self._torch
         if not prompt_ids:
             raise ValidationError("the prompt is empty", param="messages")
         ctx = getattr(self.model.config, "max_position_embeddings", None)
@@ -427,7 +430,25 @@ class TransformersEngine(Engine):
             )
         max_new = params.max_tokens if ctx is None else min(params.max_tokens, ctx - len(prompt_ids))
         yield GenerationStart(prompt_tokens=len(prompt_ids), started=started)
+        if not self._take_slot(cancel):
+            yield GenerationEnd(finish_reason="cancelled", time=time.perf_counter())
+            return
+        try:
+            yield from self._decode(prompt_ids, params, cancel, adapter, max_new)
+        finally:
+            self._slots.release()
 
+    def _take_slot(self, cancel: threading.Event) -> bool:
+        """Wait for one of the ``max_parallel`` generation slots; False when cancelled while waiting."""
+        while not self._slots.acquire(timeout=0.05):
+            if cancel.is_set():
+                return False
+        return True
+
+    def _decode(
+        self, prompt_ids: list[int], params: SamplingParams, cancel: threading.Event, adapter: str | None, max_new: int
+    ) -> Iterator[StreamItem]:
+        torch = self._torch
         gen = torch.Generator(device=self._device)
         if params.seed is not None:
             gen.manual_seed(params.seed)
@@ -510,6 +531,7 @@ def default_threads() -> int:
 
 
 BASE_ADAPTER = "base"
+DEFAULT_PARALLEL = 8  # generations one model decodes at once unless the alias's n_parallel says otherwise
 _UNKNOWN = object()  # ``_applied`` before the first step and after an adapter was loaded
 Quantization = Literal["none", "int8", "int4", "nf4"]
 

@@ -178,3 +178,35 @@ def test_stats_come_from_token_timestamps(ctx: AppContext) -> None:
     assert s.tokens_per_s is not None and s.tokens_per_s > 0
     span = result.tokens[-1].time - result.tokens[0].time
     assert s.tokens_per_s == pytest.approx((len(result.tokens) - 1) / span)
+
+
+def test_n_parallel_caps_the_generations_one_model_decodes_at_once(private_ctx: AppContext) -> None:
+    """An alias's n_parallel bounds how many generations the transformers engine interleaves: with 1 the second
+    request waits for the first to end (their token spans do not overlap), and a request cancelled while it
+    waits for a slot ends at once, cancelled, with no token."""
+    import yaml
+
+    ctx = private_ctx
+    alias = {
+        "alias": "smol:one-at-a-time",
+        "repo": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "context_params": {"engine": "transformers", "n_parallel": 1},
+    }
+    folder = ctx.settings.home / "aliases"
+    folder.mkdir(exist_ok=True)
+    (folder / "smol--one-at-a-time.yaml").write_text(yaml.safe_dump(alias), encoding="utf-8")
+    engine = ctx.engines.load("smol:one-at-a-time")
+    assert engine.max_parallel == 1 and engine.info.extra["max_parallel"] == "1"  # type: ignore[attr-defined]
+
+    params = make_sampling_params(temperature=0, max_tokens=16, stop=[])
+    story = [ChatMessage("user", "Write a long story about a dragon.")]
+    first = ctx.engines.start_chat("smol:one-at-a-time", story, params)
+    second = ctx.engines.start_chat("smol:one-at-a-time", story, params)
+    third = ctx.engines.start_chat("smol:one-at-a-time", story, params)
+    time.sleep(0.3)
+    third.cancel()
+    assert third.wait().stats.finish_reason == "cancelled" and not third.result.tokens
+    a, b = first.wait(), second.wait()
+    spans = sorted((r.tokens[0].time, r.tokens[-1].time) for r in (a, b))
+    assert spans[0][1] < spans[1][0], f"n_parallel=1 but two generations overlapped: {spans}"
+    assert a.text == b.text

@@ -9,7 +9,10 @@ looked). REST maps ``status_code``/``error_type`` onto the OpenAI error shape; t
      │    ├── NotFoundError         404
      │    │    └── ModelNotFoundError    model name or path not found (message lists where we looked)
      │    ├── ConflictError         409
-     │    └── AuthenticationError   401
+     │    ├── AuthenticationError   401  no key / wrong key / no session (every surface, one check)
+     │    ├── ForbiddenError        403  a path outside the allowed roots, a host or origin not allowed
+     │    ├── PayloadTooLargeError  413  body, prompt or upload over its configured limit
+     │    └── RateLimitError        429  too many generations running and queued (``retry_after`` seconds)
      └── ServerError                (5xx: the studio or an engine failed)
           ├── ModelLoadError        500  model files exist but cannot be loaded (corrupt, unsupported)
           ├── BackendUnavailableError 503 an optional engine is not installed (message says how)
@@ -72,6 +75,33 @@ class ConflictError(UserError):
 class AuthenticationError(UserError):
     status_code = 401
     error_type = "authentication_error"
+
+
+class ForbiddenError(UserError):
+    """The request is understood but not allowed (a path outside the allowed roots, a foreign origin)."""
+
+    status_code = 403
+    error_type = "permission_error"
+
+
+class PayloadTooLargeError(UserError):
+    """A body, prompt or upload is over its configured limit; the message names the limit and its setting."""
+
+    status_code = 413
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = "request_too_large") -> None:
+        super().__init__(message, param=param, code=code)
+
+
+class RateLimitError(UserError):
+    """Too many requests are running and waiting; try again after ``retry_after`` seconds."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0, param: str | None = None) -> None:
+        super().__init__(message, param=param, code="rate_limit_exceeded")
+        self.retry_after = retry_after
 
 
 class ServerError(StudioError):

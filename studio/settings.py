@@ -66,7 +66,47 @@ class Settings(BaseSettings):
     )
     host: str = Field(default_factory=_default_host)
     port: int = Field(default_factory=_default_port, ge=1, le=65535)
-    api_key: str | None = Field(default=None, description="If set, REST calls need 'Authorization: Bearer <key>'.")
+    api_key: str | None = Field(
+        default=None,
+        description="If set, every surface (UI, Gradio API, uploads, REST, WebSocket) needs it: "
+        "'Authorization: Bearer <key>' or the session cookie the login page sets.",
+    )
+    insecure: bool = Field(
+        default=False,
+        description="Allow serving on a non-loopback address or a share link without STUDIO_API_KEY "
+        "(anyone who can reach the port can use the studio).",
+    )
+    allowed_hosts: str = Field(
+        default="",
+        description="Comma-separated host names accepted in the Host header besides the loopback names "
+        "(127.0.0.1, localhost, ::1) and the bound address; '*' accepts any (guards against DNS rebinding).",
+    )
+    cors_origins: str = Field(
+        default="",
+        description="Comma-separated origins (scheme://host[:port]) allowed to call the studio from another "
+        "site's pages; empty: cross-origin requests are refused.",
+    )
+    max_body_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024, le=1 << 34, description="Largest request body (uploads excepted), bytes."
+    )
+    max_upload_bytes: int = Field(
+        default=100 * 1024 * 1024, ge=1024, le=1 << 40, description="Largest file upload, bytes."
+    )
+    max_prompt_chars: int = Field(
+        default=200_000, ge=1, le=100_000_000, description="Most characters in one request's prompt/messages."
+    )
+    max_tokens_limit: int = Field(
+        default=8192, ge=1, le=1_000_000, description="Most tokens one request may ask to generate."
+    )
+    max_running_per_model: int = Field(
+        default=8, ge=1, le=4096, description="Generations that run at once on one loaded model."
+    )
+    max_queued_per_model: int = Field(
+        default=32, ge=0, le=100_000, description="Generations that may wait for a slot per model; more get 429."
+    )
+    drain_timeout_s: float = Field(
+        default=10.0, ge=0, le=3600, description="On shutdown, seconds running generations may finish."
+    )
     model_dirs: str = Field(
         default="", description="Extra directories to scan for models, separated by the OS path separator."
     )
@@ -88,6 +128,20 @@ class Settings(BaseSettings):
         if v not in allowed:
             raise ValueError(f"STUDIO_DTYPE must be one of {', '.join(allowed)}; got {v!r}")
         return v
+
+    @staticmethod
+    def _csv(value: str) -> list[str]:
+        return [part.strip() for part in value.split(",") if part.strip()]
+
+    @property
+    def allowed_host_names(self) -> list[str]:
+        """Extra host names from ``STUDIO_ALLOWED_HOSTS`` (lower-case; ``*`` means any)."""
+        return [h.lower() for h in self._csv(self.allowed_hosts)]
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """Origins from ``STUDIO_CORS_ORIGINS`` (no trailing slash)."""
+        return [o.rstrip("/") for o in self._csv(self.cors_origins)]
 
     @property
     def db_url(self) -> str:

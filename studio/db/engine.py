@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +16,8 @@ from sqlmodel import Session, create_engine
 
 from studio.db.migrations import migrate
 from studio.errors import ValidationError
+
+SQLITE_BUSY_TIMEOUT_S = 30.0  # how long a SQLite connection waits for another writer
 
 
 def make_engine(url: str) -> Engine:
@@ -28,7 +32,7 @@ def make_engine(url: str) -> Engine:
         parsed = parsed.set(drivername="postgresql")
     kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
-        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S}
     elif parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3 is what we install
         kwargs["pool_pre_ping"] = True
@@ -61,10 +65,27 @@ def make_engine(url: str) -> Engine:
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.close()
+    try:
+        cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        _use_wal(cur)
+        cur.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cur.close()
+
+
+def _use_wal(cur: Any) -> None:
+    # Turning a new file into WAL mode needs a moment of exclusive access, and SQLite answers "database is locked"
+    # at once instead of waiting out the busy timeout: a second process opening the same new file at that moment
+    # (two workers started together) would fail. Retry for as long as the busy timeout would have waited.
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 class Database:

@@ -1,16 +1,29 @@
 """A small, explicit migration mechanism: numbered steps applied once each, recorded in ``schema_version``.
 
-Each step runs in its own transaction (on PostgreSQL DDL is transactional; on SQLite a failed step leaves
-the previous version recorded). Add new steps at the end; never edit an applied one.
+Each step runs in its own transaction (DDL is transactional on PostgreSQL and SQLite: a failed step leaves the
+previous version recorded). Add new steps at the end; never edit an applied one.
+
+**Several processes at once.** Two workers (or a server and a worker) started together on an empty database
+both find steps to apply. Every step's transaction therefore first takes the *migration lock*, then re-reads
+the recorded version and applies the step only if it is still pending; whoever waited finds it done.
+
+- PostgreSQL: ``pg_advisory_xact_lock`` on one key (a single 64-bit key: a key space apart from the job queue's
+  per-slot locks, which use two 32-bit keys), held until the transaction ends.
+- SQLite: the transaction is ``BEGIN EXCLUSIVE`` (waiting up to the connection's busy timeout for the other
+  writer), so the creation of ``schema_version`` itself is covered too.
+
+An up-to-date database is recognised without taking the lock, so opening it costs one read.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy import Connection, Engine, func, inspect, text
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, SQLModel, select
 
 from studio.db.tables import (
@@ -97,7 +110,35 @@ MIGRATIONS: list[Migration] = [
 ]
 
 
+_PG_MIGRATION_LOCK = 0x57E7_0DB0  # "whetstone db": the advisory lock key of migrations
+
+
+@contextmanager
+def _locked_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction holding the migration lock; committed on success, rolled back on any error."""
+    with engine.connect() as conn:
+        backend = engine.dialect.name
+        if backend == "sqlite":
+            # the driver starts no transaction before DDL by itself: say BEGIN, and make it exclusive
+            conn.exec_driver_sql("BEGIN EXCLUSIVE")
+        elif backend == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+        try:
+            yield conn
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+
+
+def _recorded_version(conn: Connection) -> int:
+    SQLModel.metadata.create_all(conn, tables=[SchemaVersion.__table__])  # type: ignore[attr-defined]
+    versions = conn.execute(sa_select(func.max(SchemaVersion.__table__.c.version))).scalar()  # type: ignore[attr-defined]
+    return int(versions or 0)
+
+
 def current_version(engine: Engine) -> int:
+    """The newest migration recorded in the database (0 for an empty database)."""
     if not inspect(engine).has_table(SchemaVersion.__tablename__):
         return 0
     with Session(engine) as session:
@@ -106,19 +147,21 @@ def current_version(engine: Engine) -> int:
 
 
 def migrate(engine: Engine) -> int:
-    """Apply every pending migration; return the schema version afterwards."""
-    SQLModel.metadata.create_all(engine, tables=[SchemaVersion.__table__])  # type: ignore[attr-defined]
+    """Apply every pending migration, safe against other processes doing the same; return the schema version."""
+    latest = MIGRATIONS[-1].version
     done = current_version(engine)
-    for m in MIGRATIONS:
-        if m.version <= done:
-            continue
-        with engine.begin() as conn:
-            m.apply(conn)
+    if done >= latest:
+        return done
+    while True:
+        with _locked_transaction(engine) as conn:
+            done = _recorded_version(conn)  # another process may have applied steps while we waited
+            step = next((m for m in MIGRATIONS if m.version > done), None)
+            if step is None:
+                return done
+            step.apply(conn)
             conn.execute(
                 SchemaVersion.__table__.insert().values(  # type: ignore[attr-defined]
-                    version=m.version, description=m.description
+                    version=step.version, description=step.description
                 )
             )
-        log.info("database migrated to version %d (%s)", m.version, m.description)
-        done = m.version
-    return done
+        log.info("database migrated to version %d (%s)", step.version, step.description)

@@ -424,8 +424,20 @@ def record_progress(db: Database, lease: Lease, **values: Any) -> bool:
 
 
 def add_metric(db: Database, lease: Lease, step: int, epoch: float | None, values: dict[str, float]) -> None:
-    """Store one metric point of the job."""
+    """Store one metric point of the job. A name already recorded at ``step`` is replaced, not repeated: a job
+    resumed from a checkpoint runs the steps after it again (the last attempt may have recorded them before it
+    died), and each curve keeps one value per step."""
     with db.session() as session:
+        earlier = session.exec(
+            select(JobMetric).where(col(JobMetric.job_id) == lease.job_id, col(JobMetric.step) == step)
+        ).all()
+        for row in earlier:
+            kept = {name: value for name, value in row.values.items() if name not in values}
+            if not kept:
+                session.delete(row)
+            elif len(kept) < len(row.values):
+                row.values = kept
+                session.add(row)
         session.add(JobMetric(job_id=lease.job_id, step=step, epoch=epoch, values=dict(values)))
 
 

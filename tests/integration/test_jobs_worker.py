@@ -164,6 +164,27 @@ def test_kill_9_of_the_job_process_fails_it_naming_the_signal_and_resume_continu
     assert steps[-(12 - checkpoint_step) :] == list(range(checkpoint_step + 1, 13))
 
 
+def test_resume_after_kill_9_keeps_one_metric_point_per_step(
+    db: Database, start_worker: Callable[..., ThreadWorker]
+) -> None:
+    job_id = submit(db, steps=10, sleep_s=0.3, checkpoint_every=4)
+    start_worker()
+    running = wait_for(db, job_id, lambda j: j.step >= 6 and j.pid is not None)
+    assert running.pid is not None
+    os.kill(running.pid, signal.SIGKILL)
+    killed = wait_for(db, job_id, lambda j: j.state != "running", timeout=15)
+    assert killed.checkpoint_path is not None
+    checkpoint_step = int(killed.checkpoint_path.rsplit("-", 1)[1])
+    recorded = max(p.step for p in queue.job_metrics(db, job_id))
+    assert recorded > checkpoint_step  # some recorded steps run again after the resume
+
+    queue.resume(db, job_id)
+    done = wait_for(db, job_id, lambda j: j.state in queue.FINAL_STATES and j.attempts == 1)
+    assert done.state == "succeeded"
+    points = [(p.step, name) for p in queue.job_metrics(db, job_id) for name in p.values]
+    assert points == [(step, "train_loss") for step in range(1, 11)]  # the re-run steps once each
+
+
 def _worker_process(settings: Settings, db: Database) -> subprocess.Popen[bytes]:
     env = child_env(settings, db.url)
     return subprocess.Popen(

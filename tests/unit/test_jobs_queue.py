@@ -239,6 +239,25 @@ def test_a_stale_lease_cannot_write(db: Database) -> None:
     assert queue.get_job(db, job.id).message == "boom"
 
 
+def test_a_metric_recorded_again_at_a_step_replaces_the_earlier_value_and_keeps_the_others(db: Database) -> None:
+    _selftest(db)
+    job = queue.claim_next(db, "w:1")
+    assert job is not None
+    lease = Lease.of(job)
+    queue.add_metric(db, lease, 4, 0.4, {"train_loss": 2.0, "learning_rate": 1e-4})
+    queue.add_metric(db, lease, 4, 0.4, {"eval_loss": 2.5})  # an evaluation at the same step: a second point
+    queue.add_metric(db, lease, 5, 0.5, {"train_loss": 1.8})
+    queue.add_metric(db, lease, 4, 0.4, {"train_loss": 1.9})  # step 4 ran again after a resume
+    points = {(p.step, name): value for p in queue.job_metrics(db, job.id) for name, value in p.values.items()}
+    assert points == {
+        (4, "learning_rate"): 1e-4,
+        (4, "eval_loss"): 2.5,
+        (4, "train_loss"): 1.9,
+        (5, "train_loss"): 1.8,
+    }
+    assert len([p for p in queue.job_metrics(db, job.id) for _ in p.values]) == 4
+
+
 def test_resume_needs_a_checkpoint_except_after_interruption(db: Database, tmp_path: Path) -> None:
     _selftest(db)
     job = queue.claim_next(db, "w:1")

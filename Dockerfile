@@ -1,5 +1,6 @@
 # Whetstone Studio: UI + OpenAI-compatible API on port 7860, CPU torch, bundled SmolLM2-135M-Instruct.
-#   docker build -t whetstone . && docker run -p 7860:7860 whetstone
+#   docker build -t whetstone . && docker run -e STUDIO_API_KEY=<secret> -p 127.0.0.1:7860:7860 whetstone
+# It binds 0.0.0.0 inside the container, so it refuses to start without STUDIO_API_KEY (or STUDIO_INSECURE=1).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -64,7 +64,8 @@ def wire_tabs(demo: gr.Blocks, tabs: dict[str, dict], ctx: AppContext, top: gr.T
 
 def build_ui(ctx: AppContext) -> gr.Blocks:
     """The Blocks app with the six tabs, Playground selected."""
-    with gr.Blocks(title="Whetstone Studio", analytics_enabled=False) as demo:
+    # uploaded and generated files older than a day are deleted every hour (and all of them at a restart)
+    with gr.Blocks(title="Whetstone Studio", analytics_enabled=False, delete_cache=(3600, 24 * 3600)) as demo:
         gr.Markdown(f"## Whetstone Studio <small>v{__version__}</small>", elem_id="studio-title")
         with gr.Tabs(selected="playground", elem_id="studio-tabs") as top:
             builders = {
@@ -83,10 +84,22 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
 
 def create_app(settings: Settings | None = None) -> tuple[FastAPI, AppContext]:
     """FastAPI app with the REST routes and the Gradio UI mounted at ``/``."""
+    from studio.api.security import SecurityMiddleware
+
     ctx = AppContext.create(settings)
     api = create_api(ctx)
     demo = build_ui(ctx)
-    app = gr.mount_gradio_app(api, demo, path="", css=CSS, footer_links=["api", "gradio", "settings"])
+    app = gr.mount_gradio_app(
+        api,
+        demo,
+        path="",
+        css=CSS,
+        footer_links=["api", "gradio", "settings"],
+        # Gradio refuses a bigger file while it streams in and deletes the partial file itself
+        max_file_size=ctx.settings.max_upload_bytes,
+    )
+    # the front door for every route, Gradio's included: host, origin, key, body size (studio/api/security.py)
+    app.add_middleware(SecurityMiddleware, settings=ctx.settings)
     return app, ctx
 
 

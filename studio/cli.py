@@ -183,7 +183,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         overrides["host"] = args.host
     if args.port:
         overrides["port"] = args.port
+    if args.insecure:
+        overrides["insecure"] = True
     settings = Settings(**overrides)  # type: ignore[arg-type]
+    from studio.auth import check_bind
+
+    check_bind(settings, settings.host, share=args.share)  # before anything slow: a refusal comes at once
+    if settings.insecure and not settings.api_key:
+        log.warning("serving WITHOUT a key (--insecure): anyone who can reach %s can use the studio", settings.host)
     from app import create_app, start_share_tunnel  # the UI layer; imported only when serving
 
     app, ctx = create_app(settings)
@@ -199,7 +206,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.info("job worker started (pid %d, log %s)", worker.pid, worker.log_file)
     url = f"http://{settings.host}:{settings.port}"
     log.info("Whetstone Studio on %s  (API docs: %s/docs, OpenAI base URL: %s/v1)", url, url, url)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info")
+    # on Ctrl-C / SIGTERM open requests get drain_timeout_s to finish before uvicorn cancels them
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
+    )
     server = uvicorn.Server(config)
     if args.share:
         start_share_tunnel(server, settings.host, settings.port)
@@ -221,6 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="interface to bind (default STUDIO_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default STUDIO_PORT or 7860)")
     serve.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback --host or --share without STUDIO_API_KEY (anyone who can reach it may use it)",
+    )
     serve.add_argument("--no-preload", action="store_true", help="do not load the default model at start")
     serve.add_argument(
         "--no-worker", action="store_true", help="do not start a job worker (run `studio worker` elsewhere)"

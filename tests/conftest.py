@@ -58,16 +58,17 @@ class ServerHandle:
         self.log = log
 
 
-@pytest.fixture(scope="session")
-def server(studio_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
-    """`python -m studio serve` on a free port, exactly as a user starts it."""
+def start_server(
+    home: Path, log: Path, *, env_extra: dict[str, str] | None = None, args: list[str] | None = None
+) -> ServerHandle:
+    """`python -m studio serve` on a free loopback port, waited for until /health answers."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    env = dict(os.environ, STUDIO_HOME=str(studio_home), STUDIO_HF_CACHE=str(studio_home / "hf-cache"))
+    env = dict(os.environ, STUDIO_HOME=str(home), STUDIO_HF_CACHE=str(home / "hf-cache"))
     env.pop("STUDIO_API_KEY", None)
+    env.update(env_extra or {})
     with open(log, "wb") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "studio", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "studio", "serve", "--host", "127.0.0.1", "--port", str(port), *(args or [])],
             cwd=ROOT,
             env=env,
             stdout=fh,
@@ -87,12 +88,41 @@ def server(studio_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     else:
         proc.kill()
         pytest.fail(f"server did not start in time:\n{log.read_text()[-3000:]}")
-    yield ServerHandle(url, studio_home, proc, log)
-    proc.terminate()
+    return ServerHandle(url, home, proc, log)
+
+
+def stop_server(handle: ServerHandle) -> None:
+    handle.proc.terminate()
     try:
-        proc.wait(timeout=20)
+        handle.proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        handle.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def server(studio_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
+    """`python -m studio serve` on a free port, exactly as a user starts it."""
+    handle = start_server(studio_home, tmp_path_factory.mktemp("server") / "server.log")
+    yield handle
+    stop_server(handle)
+
+
+TEST_KEY = "test-key-0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+def keyed_server(studio_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
+    """The studio served with ``STUDIO_API_KEY=TEST_KEY`` (its own Gradio upload folder, no job worker)."""
+    folder = tmp_path_factory.mktemp("keyed-server")
+    (folder / "gradio-tmp").mkdir()
+    handle = start_server(
+        studio_home,
+        folder / "server.log",
+        env_extra={"STUDIO_API_KEY": TEST_KEY, "GRADIO_TEMP_DIR": str(folder / "gradio-tmp")},
+        args=["--no-worker"],
+    )
+    yield handle
+    stop_server(handle)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,9 +1,19 @@
 """User aliases as YAML files in ``STUDIO_HOME/aliases/`` (one file per alias, name sanitised), written
-atomically: a temporary file in the same folder, then a rename, so a failed save never leaves half a file."""
+atomically: a temporary file in the same folder, then a rename, so a failed save never leaves half a file.
+
+Every request that names a model looks through the user aliases, so the store keeps each file parsed and
+re-reads only what changed: each look lists the folder (new and deleted files) and compares every file's
+(inode, size, mtime) with what it read. A file modified within the file system's time-stamp granularity of
+being read (an edit in place, same size, in the same tick) could keep its stamp, so a file younger than
+``SETTLE_NS`` when read is read again next time and re-parsed only if its text changed. A broken file is
+logged when its content changes, not on every request.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +34,21 @@ log = logging.getLogger(__name__)
 class BrokenAliasFile:
     path: Path
     error: str
+
+
+SETTLE_NS = 2_000_000_000  # a file older than this when read keeps its time stamp until it changes again
+
+FileStamp = tuple[int, int, int]  # (inode, size, mtime_ns): an atomic save changes the inode
+
+
+@dataclass(frozen=True)
+class _ParsedFile:
+    path: Path
+    stamp: FileStamp
+    settled: bool  # the file was older than SETTLE_NS when read: an unchanged stamp means unchanged content
+    text: str | None
+    config: AliasConfig | None
+    broken: BrokenAliasFile | None
 
 
 def alias_filename(name: str) -> str:
@@ -63,34 +88,67 @@ class AliasStore:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self._files: dict[Path, _ParsedFile] = {}
+        self._lock = threading.Lock()  # one store serves every request thread of the server
 
     def path_for(self, name: str) -> Path:
         return self.folder / alias_filename(name)
 
+    def _scan(self) -> list[_ParsedFile]:
+        """Every alias file in the folder, in file-name order, parsed only if new or changed since last time."""
+        with self._lock:
+            if not self.folder.is_dir():
+                self._files = {}
+                return []
+            now = time.time_ns()
+            current: dict[Path, _ParsedFile] = {}
+            for path in sorted(self.folder.glob("*.y*ml")):
+                try:
+                    st = path.stat()
+                except OSError:  # deleted since the listing
+                    continue
+                stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+                known = self._files.get(path)
+                if known is None or known.stamp != stamp or not known.settled:
+                    known = self._read(path, stamp, now, known)
+                current[path] = known
+            self._files = current
+            return list(current.values())
+
+    @staticmethod
+    def _read(path: Path, stamp: FileStamp, now: int, known: _ParsedFile | None) -> _ParsedFile:
+        settled = now - stamp[2] > SETTLE_NS
+        error = ""
+        try:
+            text: str | None = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            text, error = None, str(exc)
+        if known is not None and known.text == text:
+            return _ParsedFile(path, stamp, settled, text, known.config, known.broken)  # touched, not changed
+        config: AliasConfig | None = None
+        if text is not None:
+            try:
+                config = parse_alias_yaml(text, str(path))
+            except ValidationError as exc:
+                error = str(exc)
+        if config is not None:
+            return _ParsedFile(path, stamp, settled, text, config, None)
+        log.warning("skipping alias file %s: %s", path, error)
+        return _ParsedFile(path, stamp, settled, text, None, BrokenAliasFile(path, error))
+
     def load_all(self) -> tuple[list[AliasConfig], list[BrokenAliasFile]]:
         """Every alias file in the folder (hand-written ones too); broken files are reported, not fatal."""
-        aliases: list[AliasConfig] = []
-        broken: list[BrokenAliasFile] = []
-        if not self.folder.is_dir():
-            return aliases, broken
-        for path in sorted(self.folder.glob("*.y*ml")):
-            try:
-                aliases.append(parse_alias_yaml(path.read_text(encoding="utf-8"), str(path)))
-            except (ValidationError, OSError, UnicodeDecodeError) as exc:
-                log.warning("skipping alias file %s: %s", path, exc)
-                broken.append(BrokenAliasFile(path, str(exc)))
+        files = self._scan()
+        aliases = [f.config for f in files if f.config is not None]
+        broken = [f.broken for f in files if f.broken is not None]
         return aliases, broken
 
     def _index(self) -> dict[str, Path]:
         """Alias name → the file it was read from (hand-written files may have any name)."""
         index: dict[str, Path] = {}
-        if not self.folder.is_dir():
-            return index
-        for path in sorted(self.folder.glob("*.y*ml")):
-            try:
-                index.setdefault(parse_alias_yaml(path.read_text(encoding="utf-8"), str(path)).alias, path)
-            except (ValidationError, OSError, UnicodeDecodeError):
-                continue
+        for parsed in self._scan():
+            if parsed.config is not None:
+                index.setdefault(parsed.config.alias, parsed.path)
         return index
 
     def file_of(self, name: str) -> Path | None:

@@ -66,7 +66,8 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
     """The Blocks app with the six tabs, Playground selected."""
     # uploaded and generated files older than a day are deleted every hour (and all of them at a restart)
     with gr.Blocks(title="Whetstone Studio", analytics_enabled=False, delete_cache=(3600, 24 * 3600)) as demo:
-        gr.Markdown(f"## Whetstone Studio <small>v{__version__}</small>", elem_id="studio-title")
+        logout = " &nbsp;<small>[Log out](/logout)</small>" if ctx.settings.api_key else ""
+        gr.Markdown(f"## Whetstone Studio <small>v{__version__}</small>{logout}", elem_id="studio-title")
         with gr.Tabs(selected="playground", elem_id="studio-tabs") as top:
             builders = {
                 "aliases": create_aliases_tab,
@@ -117,7 +118,17 @@ def _ensure_bundled_model_on_space() -> None:
         )
 
 
-def start_share_tunnel(server: object, host: str, port: int) -> None:
+def allow_share_host(settings: Settings, share_url: str) -> str:
+    """Accept the share link's host name in the Host header (the front door refuses unknown names)."""
+    from urllib.parse import urlsplit
+
+    name = (urlsplit(share_url).hostname or "").lower()
+    if name and name not in settings.allowed_host_names:
+        settings.allowed_hosts = ",".join([*settings.allowed_host_names, name])
+    return name
+
+
+def start_share_tunnel(server: object, host: str, port: int, settings: Settings | None = None) -> None:
     """Open a public gradio.live link once the server is up (needs internet; failures are reported)."""
     import secrets
     import threading
@@ -131,6 +142,8 @@ def start_share_tunnel(server: object, host: str, port: int) -> None:
 
             local = "127.0.0.1" if host in ("0.0.0.0", "::") else host
             share_url = setup_tunnel(local, port, secrets.token_urlsafe(32), None, None)
+            if settings is not None:
+                allow_share_host(settings, share_url)
             logging.getLogger("studio").info("public share link: %s", share_url)
         except Exception as exc:
             logging.getLogger("studio").error(

@@ -216,7 +216,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     server = uvicorn.Server(config)
     if args.share:
-        start_share_tunnel(server, settings.host, settings.port)
+        start_share_tunnel(server, settings.host, settings.port, settings)
     try:
         server.run()
     finally:

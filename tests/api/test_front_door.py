@@ -246,3 +246,14 @@ def test_large_upload_is_refused_and_leaves_no_file(keyed: tuple[TestClient, Any
     r = client.post("/gradio_api/upload", files={"files": ("big.bin", b"x" * (270 * 1024))}, headers=BEARER)
     assert r.status_code == 413
     assert files_now() == before, "a refused upload left a file behind"
+
+
+def test_share_link_host_is_allowed_once_known(tmp_path: Path) -> None:
+    """--share: the tunnel's host name (only known once the link exists) passes the Host check."""
+    from app import allow_share_host
+    from studio.auth import host_allowed
+
+    settings = Settings(home=tmp_path / "home", api_key=KEY, allowed_hosts="studio.lan")
+    assert not host_allowed(settings, "abc123.gradio.live")
+    assert allow_share_host(settings, "https://abc123.gradio.live") == "abc123.gradio.live"
+    assert host_allowed(settings, "abc123.gradio.live") and host_allowed(settings, "studio.lan:7860")

@@ -17,6 +17,7 @@ from studio.aliases.resolve import validate_alias
 from studio.aliases.schema import AliasConfig, ContextParams
 from studio.aliases.service import (
     INTEGER_FIELDS,
+    AliasFormTarget,
     build_alias_dict,
     clone_alias,
     export_alias,
@@ -128,7 +129,7 @@ def create_aliases_tab(ctx: AppContext) -> dict[str, Any]:
         export_file = gr.File(label="Exported alias", interactive=False, height=60, elem_id="aliases-export-file")
 
         with gr.Accordion("Create / edit alias", open=True, elem_id="aliases-form"):
-            editing = gr.State(None)
+            editing = gr.State(AliasFormTarget())  # which saved alias a Save overwrites or renames
             mode = gr.Markdown("Creating a **new** alias.", label="Form mode", elem_id="aliases-mode")
             with gr.Row():
                 name = gr.Textbox(
@@ -279,32 +280,32 @@ def create_aliases_tab(ctx: AppContext) -> dict[str, Any]:
 
     @_form_signature("editing")
     @handle_errors
-    def validate(editing_name: str | None, *values: Any) -> str:
+    def validate(target: AliasFormTarget, *values: Any) -> str:
         """Check the form without saving: errors name their field; conflicts are warnings."""
         try:
             data = form_dict(*values)
         except ValidationError as exc:
             return _report_md([exc], [])
-        _, rep = validate_alias(data, resolver, editing=editing_name)
+        _, rep = validate_alias(data, resolver, editing=target.replaces(data["alias"]))
         return _report_md(rep.errors, rep.warnings, "valid — ready to save")
 
     @_form_signature("editing")
     @handle_errors
-    def save(editing_name: str | None, *values: Any) -> tuple[str, Any, str, Any, str]:
-        """Validate and save the form as a user alias (YAML in STUDIO_HOME/aliases)."""
+    def save(target: AliasFormTarget, *values: Any) -> tuple[str, Any, str, AliasFormTarget, str]:
+        """Validate and save the form as a user alias (YAML in STUDIO_HOME/aliases). A new name creates a new
+        alias; only an alias opened with Edit is renamed."""
         data = form_dict(*values)
-        cfg, rep, path = save_checked(resolver, data, editing=editing_name)
+        cfg, rep, path = save_checked(resolver, data, editing=target.replaces(data["alias"]))
         for w in rep.warnings:
             gr.Warning(w)
         gr.Info(f"Saved alias '{cfg.alias}' to {path.name}")
         table_update, stats_md = listing("", "all", "name", False)
-        return (
-            _report_md([], rep.warnings, f"saved to {path}"),
-            table_update,
-            stats_md,
-            cfg.alias,
-            f"Editing **{cfg.alias}**.",
-        )
+        saved = target.after_save(cfg.alias)
+        if saved.editing is not None:
+            mode_md = f"Editing **{cfg.alias}** (user alias). Save writes it back; renaming moves the file."
+        else:
+            mode_md = f"Saved **{cfg.alias}**. Save again to update it; another name creates a new alias."
+        return _report_md([], rep.warnings, f"saved to {path}"), table_update, stats_md, saved, mode_md
 
     def load_for_edit(alias_name: str) -> list[Any]:
         cfg, src = find_alias(resolver, alias_name)
@@ -321,7 +322,7 @@ def create_aliases_tab(ctx: AppContext) -> dict[str, Any]:
         values += [cp.engine or "", cp.dtype or ""]
         return [
             *values,
-            cfg.alias,
+            AliasFormTarget(editing=cfg.alias),
             f"Editing **{cfg.alias}** (user alias). Save writes it back; renaming moves the file.",
         ]
 
@@ -342,7 +343,7 @@ def create_aliases_tab(ctx: AppContext) -> dict[str, Any]:
             *([""] * len(CONTEXT_FIELDS)),
             "",
             "",
-            None,
+            AliasFormTarget(),
             "Creating a **new** alias.",
         ]
 

@@ -3,6 +3,7 @@ clone, import, export — each validated before anything is written."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,29 @@ def save_checked(
     assert cfg is not None
     path = resolver.store.save(cfg, replace=editing)
     return cfg, report, path
+
+
+@dataclass(frozen=True)
+class AliasFormTarget:
+    """The saved alias an alias form is bound to (one per browser session of the Aliases tab).
+
+    ``editing`` is an alias the user opened with Edit: saving under another name renames it, as asked.
+    ``created`` is the alias the form last created: saving again under that name updates it, and a save under
+    a new name creates another alias -- a form never renames an alias it was not explicitly opened on.
+    """
+
+    editing: str | None = None
+    created: str | None = None
+
+    def replaces(self, name: str) -> str | None:
+        """The existing alias that saving the form under ``name`` overwrites or renames (None: a new alias)."""
+        if self.editing is not None:
+            return self.editing
+        return self.created if name == self.created else None
+
+    def after_save(self, saved: str) -> AliasFormTarget:
+        """The binding once the form was saved as ``saved`` (an edit goes on editing it under its new name)."""
+        return AliasFormTarget(editing=saved) if self.editing is not None else AliasFormTarget(created=saved)
 
 
 def build_alias_dict(
@@ -177,6 +201,7 @@ def export_alias(resolver: AliasResolver, name: str) -> str:
 
 
 __all__ = [
+    "AliasFormTarget",
     "alias_from_settings",
     "build_alias_dict",
     "clone_alias",

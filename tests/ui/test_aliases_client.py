@@ -77,6 +77,24 @@ def test_save_list_clone_delete(client: Client, server) -> None:  # type: ignore
     assert not (server.home / "aliases" / "ui--test.yaml").exists()
 
 
+def test_saves_under_new_names_from_one_session_each_create_an_alias(server) -> None:  # type: ignore[no-untyped-def]
+    session = Client(server.url, verbose=False)  # its own session: what earlier saves left in it is what matters
+    folder = server.home / "aliases"
+    names = {"trio:a": 0.1, "trio:b": 0.2, "trio:c": 0.3}
+    for name, temperature in names.items():
+        session.predict(**form(name, temperature=str(temperature)), api_name="/aliases_save")
+    # saving the last one again under its own name updates it in place
+    session.predict(**form("trio:c", temperature="0.9"), api_name="/aliases_save")
+    names["trio:c"] = 0.9
+    files = sorted(p.name for p in folder.glob("trio--*.yaml"))
+    assert files == ["trio--a.yaml", "trio--b.yaml", "trio--c.yaml"]
+    for name, temperature in names.items():
+        saved = yaml.safe_load((folder / f"trio--{name[-1]}.yaml").read_text(encoding="utf-8"))
+        assert saved["alias"] == name and saved["request_params"] == {"temperature": temperature}
+    for name in names:
+        session.predict(name, api_name="/aliases_delete")
+
+
 def test_save_rejects_bad_values_naming_the_field(client: Client, server) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(Exception, match=r"request_params\.temperature"):
         client.predict(**form("ui:bad", temperature="3"), api_name="/aliases_save")

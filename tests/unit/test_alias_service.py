@@ -15,11 +15,13 @@ import yaml
 from studio.aliases.resolve import AliasResolver
 from studio.aliases.schema import AliasConfig
 from studio.aliases.service import (
+    AliasFormTarget,
     clone_alias,
     create_alias,
     export_alias,
     import_alias_files,
     parse_assignments,
+    save_checked,
 )
 from studio.aliases.store import AliasStore, parse_alias_yaml
 from studio.errors import ModelNotFoundError, NotFoundError, StudioError, ValidationError
@@ -63,6 +65,32 @@ def _fake_gguf_in_hf_cache(settings: Settings, repo: str, filename: str, rev: st
     gguf = snap / filename
     gguf.write_bytes(b"GGUF")
     return gguf
+
+
+def _save_form(resolver: AliasResolver, target: AliasFormTarget, name: str, **fields: Any) -> AliasFormTarget:
+    """What the Aliases tab's Save does with its session's form target."""
+    cfg, _, _ = save_checked(resolver, _alias(name, **fields), editing=target.replaces(name))
+    return target.after_save(cfg.alias)
+
+
+def test_a_form_saved_under_new_names_creates_an_alias_each_time(resolver: AliasResolver) -> None:
+    target = AliasFormTarget()
+    for name, temperature in (("a", 0.1), ("b", 0.2), ("c", 0.3)):
+        target = _save_form(resolver, target, name, request_params={"temperature": temperature})
+    target = _save_form(resolver, target, "c", request_params={"temperature": 0.9})  # saved again: updated
+    folder = resolver.store.folder
+    assert sorted(p.name for p in folder.iterdir()) == ["a.yaml", "b.yaml", "c.yaml"]
+    temperatures = {n: parse_alias_yaml((folder / f"{n}.yaml").read_text()).request_params.temperature for n in "abc"}
+    assert temperatures == {"a": 0.1, "b": 0.2, "c": 0.9}
+
+
+def test_a_form_opened_with_edit_renames_that_alias(resolver: AliasResolver) -> None:
+    _save_form(resolver, AliasFormTarget(), "a")
+    _save_form(resolver, AliasFormTarget(), "b")
+    target = _save_form(resolver, AliasFormTarget(editing="a"), "a2")  # Edit on 'a', then a new name
+    assert sorted(p.name for p in resolver.store.folder.iterdir()) == ["a2.yaml", "b.yaml"]
+    _save_form(resolver, target, "a3")  # still editing the same alias
+    assert sorted(p.name for p in resolver.store.folder.iterdir()) == ["a3.yaml", "b.yaml"]
 
 
 # -- parse_assignments -------------------------------------------------------------------------------------------

@@ -11,15 +11,31 @@ Accepted layout for ``toxicity.detoxify_checkpoint``:
   ``num_classes``; ``config["dataset"]["args"]["classes"]`` the label names) and ``state_dict`` — with the base
   model's Hugging Face ``config.json`` and tokenizer files either in a folder named like the checkpoint without
   ``.ckpt`` (``toxic_original-c1212f89.ckpt`` + ``toxic_original-c1212f89/``) or in the checkpoint's own folder;
-- or a folder holding exactly one ``*.ckpt`` plus those files.
+- or a ``.safetensors`` file holding the state_dict, with that ``config`` mapping as JSON either in the file's
+  metadata (key ``detoxify_config``) or in a ``.json`` file of the same name next to it, and the Hugging Face
+  files placed as for a ``.ckpt``;
+- or a folder holding exactly one ``*.ckpt`` or ``*.safetensors`` plus those files.
+
+**No pickle ever**: a ``.ckpt`` is read with ``torch.load(weights_only=True)``, which accepts tensors and plain
+data (dicts, lists, strings, numbers) only and never runs code. A checkpoint that also pickles Python objects
+(PyTorch Lightning's hyper-parameters, for instance) is refused with a message saying how to convert it once,
+on a machine where the file is trusted::
+
+    import json, torch
+    from safetensors.torch import save_file
+    c = torch.load("toxic.ckpt", weights_only=False)   # only for a file you trust
+    torch.save({"config": c["config"], "state_dict": c["state_dict"]}, "toxic-plain.ckpt")
+    # or: save_file(c["state_dict"], "toxic.safetensors", metadata={"detoxify_config": json.dumps(c["config"])})
 
 To prepare one on a connected machine: download the release checkpoint, then
 ``AutoConfig.from_pretrained("bert-base-uncased").save_pretrained(DIR)`` and the same with ``AutoTokenizer``
-(the base model named in the checkpoint's ``model_type``), and copy both to the offline machine.
+(the base model named in the checkpoint's ``model_type``), and copy both to the offline machine. Paths from a
+policy are confined to the model folders (:class:`studio.safety.store.PolicyStore`) before they reach this module.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 import threading
@@ -116,43 +132,96 @@ class DetoxifyFiles:
     hf_dir: Path
 
 
+CHECKPOINT_SUFFIXES = (".ckpt", ".safetensors")
+CONVERT_HINT = (
+    "convert it once, on a machine where you trust the file: c = torch.load(PATH, weights_only=False); "
+    'torch.save({"config": c["config"], "state_dict": c["state_dict"]}, NEW.ckpt) with config holding plain data '
+    'only, or safetensors.torch.save_file(c["state_dict"], NEW.safetensors, metadata={"detoxify_config": '
+    'json.dumps(c["config"])})'
+)
+
+
 def resolve_detoxify_layout(path: str | Path) -> DetoxifyFiles:
-    """Find the ``.ckpt`` file and its config/tokenizer folder for ``path`` (see the module docstring)."""
-    target = Path(path).expanduser()
-    if target.is_dir():
-        ckpts = sorted(target.glob("*.ckpt"))
+    """Find the checkpoint file and its config/tokenizer folder for ``path`` (see the module docstring).
+    Messages name files by their names only (the path came from the user, who knows where it is)."""
+    target = Path(path)
+    try:
+        is_dir, is_file = target.is_dir(), target.is_file()
+    except OSError:
+        is_dir = is_file = False
+    if is_dir:
+        ckpts = sorted(p for p in target.iterdir() if p.suffix in CHECKPOINT_SUFFIXES and p.is_file())
         if len(ckpts) != 1:
             found = ", ".join(p.name for p in ckpts) or "none"
             raise ValidationError(
-                f"Detoxify checkpoint folder {target} must hold exactly one *.ckpt file (found: {found})",
+                f"Detoxify checkpoint folder {target.name} must hold exactly one *.ckpt or *.safetensors file "
+                f"(found: {found})",
                 param=CHECKPOINT_PARAM,
             )
         checkpoint, candidates = ckpts[0], [target]
-    elif target.is_file():
+    elif is_file:
+        if target.suffix not in CHECKPOINT_SUFFIXES:
+            raise ValidationError(
+                f"Detoxify checkpoint {target.name}: expected a .ckpt or .safetensors file", param=CHECKPOINT_PARAM
+            )
         checkpoint, candidates = target, [target.with_suffix(""), target.parent]
     else:
-        raise ValidationError(f"Detoxify checkpoint {target} does not exist", param=CHECKPOINT_PARAM)
+        raise ValidationError(f"Detoxify checkpoint {target.name} does not exist", param=CHECKPOINT_PARAM)
     for folder in candidates:
         if (folder / "config.json").is_file():
             return DetoxifyFiles(checkpoint, folder)
-    looked = " or ".join(str(c) for c in candidates)
+    looked = " or ".join(f"{c.name}/" for c in candidates)
     raise ValidationError(
-        f"Detoxify checkpoint {checkpoint}: no Hugging Face config.json and tokenizer files in {looked}; "
+        f"Detoxify checkpoint {checkpoint.name}: no Hugging Face config.json and tokenizer files in {looked}; "
         "save the base model's config and tokenizer there (AutoConfig/AutoTokenizer .save_pretrained) — "
         "they cannot be downloaded offline",
         param=CHECKPOINT_PARAM,
     )
 
 
-def _torch_load(path: Path) -> Any:
+def _load_safetensors(path: Path) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:  # type: ignore[no-untyped-call]
+        metadata = fh.metadata() or {}
+        state_dict = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    raw = metadata.get("detoxify_config")
+    sidecar = path.with_suffix(".json")
+    if raw is None and sidecar.is_file():
+        raw = sidecar.read_text(encoding="utf-8")
+    if raw is None:
+        raise ValidationError(
+            f"{path.name}: the Detoxify config is missing: put it as JSON in the file's metadata (key "
+            f"detoxify_config) or in {sidecar.name} next to it",
+            param=CHECKPOINT_PARAM,
+        )
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValidationError(
+            f"{path.name}: the Detoxify config is not valid JSON ({exc})", param=CHECKPOINT_PARAM
+        ) from None
+    return {"config": config, "state_dict": state_dict}
+
+
+def load_checkpoint(path: Path) -> Any:
+    """A Detoxify checkpoint's content without ever unpickling Python objects: safetensors, or ``torch.load``
+    with ``weights_only=True`` (tensors and plain data only). A checkpoint that needs more is refused with a
+    :class:`ValidationError` that says how to convert it."""
+    if path.suffix == ".safetensors":
+        return _load_safetensors(path)
     import torch
 
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        # Lightning checkpoints pickle their hyper-parameters; the file is one the user pointed us at.
-        log.info("%s holds more than tensors; loading it with full unpickling", path)
-        return torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only refused a Python object before creating it: nothing of the file ran. Never retry without it.
+        log.warning("Detoxify checkpoint %s refused: it pickles Python objects besides tensors", path.name)
+        raise ValidationError(
+            f"Detoxify checkpoint {path.name} holds pickled Python objects besides tensors and plain data; the "
+            f"studio never unpickles those (loading them can run code). To use it, {CONVERT_HINT}",
+            param=CHECKPOINT_PARAM,
+        ) from None
 
 
 class DetoxifyScorer:
@@ -169,10 +238,12 @@ class DetoxifyScorer:
         files = resolve_detoxify_layout(checkpoint_path)
         self.files = files
         try:
-            loaded = _torch_load(files.checkpoint)
+            loaded = load_checkpoint(files.checkpoint)
+        except ValidationError:
+            raise
         except Exception as exc:
             raise ValidationError(
-                f"Detoxify checkpoint {files.checkpoint}: cannot read it ({exc})", param=CHECKPOINT_PARAM
+                f"Detoxify checkpoint {files.checkpoint.name}: cannot read it ({exc})", param=CHECKPOINT_PARAM
             ) from None
         try:
             arch = loaded["config"]["arch"]["args"]
@@ -182,7 +253,7 @@ class DetoxifyScorer:
             num_classes = int(arch["num_classes"])
         except (KeyError, TypeError) as exc:
             raise ValidationError(
-                f"{files.checkpoint} is not in Detoxify's format: it needs config.arch.args (model_name, "
+                f"{files.checkpoint.name} is not in Detoxify's format: it needs config.arch.args (model_name, "
                 f"tokenizer_name, num_classes), config.dataset.args.classes and state_dict (missing {exc})",
                 param=CHECKPOINT_PARAM,
             ) from None
@@ -190,7 +261,7 @@ class DetoxifyScorer:
         tokenizer_cls = getattr(transformers, tokenizer_name, None) or transformers.AutoTokenizer
         if model_cls is None:
             raise ValidationError(
-                f"{files.checkpoint}: model class {model_name!r} is not in transformers", param=CHECKPOINT_PARAM
+                f"{files.checkpoint.name}: model class {model_name!r} is not in transformers", param=CHECKPOINT_PARAM
             )
         config = model_cls.config_class.from_pretrained(files.hf_dir, num_labels=num_classes, local_files_only=True)
         model = model_cls(config)
@@ -200,8 +271,8 @@ class DetoxifyScorer:
         missing = [k for k in missing if not k.endswith("position_ids")]
         if missing:
             raise ValidationError(
-                f"{files.checkpoint}: the state_dict does not fit {model_name} built from "
-                f"{files.hf_dir / 'config.json'} "
+                f"{files.checkpoint.name}: the state_dict does not fit {model_name} built from "
+                f"{files.hf_dir.name}/config.json "
                 f"(missing {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''})",
                 param=CHECKPOINT_PARAM,
             )
@@ -247,7 +318,7 @@ def load_detoxify_scorer(path: str | Path) -> DetoxifyScorer:
     """The Detoxify scorer for ``path``, built once per process (again if the checkpoint file changes)."""
     files = resolve_detoxify_layout(path)
     with _LOCK:
-        return _detoxify_scorer(str(Path(path).expanduser().resolve()), files.checkpoint.stat().st_mtime_ns)
+        return _detoxify_scorer(str(Path(path).resolve()), files.checkpoint.stat().st_mtime_ns)
 
 
 def profanity_check_scorer() -> ProfanityCheckScorer:
@@ -267,7 +338,7 @@ def active_scorer(policy: SafetyPolicyConfig | ToxicityConfig) -> tuple[Toxicity
     if cfg.scorer in ("auto", "detoxify") and cfg.detoxify_checkpoint:
         try:
             detox = load_detoxify_scorer(cfg.detoxify_checkpoint)
-            return detox, f"detoxify ({detox.files.checkpoint})"
+            return detox, f"detoxify ({detox.files.checkpoint.name})"
         except ValidationError as exc:
             if cfg.scorer == "detoxify":
                 raise

@@ -123,7 +123,7 @@ def test_detoxify_is_the_active_scorer_when_its_checkpoint_is_set(tmp_path: Path
     ckpt = make_detoxify_checkpoint(tmp_path)
     policy = policy_from_dict({"toxicity": {"detoxify_checkpoint": str(ckpt), "threshold": 0.0, "action": "flag"}})
     scorer, name = active_scorer(policy)
-    assert isinstance(scorer, DetoxifyScorer) and name == f"detoxify ({ckpt})"
+    assert isinstance(scorer, DetoxifyScorer) and name == f"detoxify ({ckpt.name})"
     # Through the filter: the scorer is named on the result and a finding is recorded (threshold 0).
     result = SafetyFilter(
         policy.model_copy(update={"pii": policy.pii.model_copy(update={"enabled": False})})
@@ -161,6 +161,60 @@ def test_detoxify_layouts_and_errors(tmp_path: Path) -> None:
     (bad / "config.json").write_text("{}", encoding="utf-8")
     with pytest.raises(ValidationError, match="not in Detoxify's format"):
         DetoxifyScorer(bad / "bad.ckpt")
+
+
+def write_pickle_checkpoint(folder: Path, marker: Path) -> Path:
+    """A ``.ckpt`` whose unpickling would create ``marker``, with a config.json beside it (so it reaches the
+    loader): what an attacker uploads as a "Detoxify checkpoint"."""
+    import torch
+
+    class Payload:
+        def __reduce__(self) -> tuple[object, ...]:
+            return (open, (str(marker), "w"))
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text('{"model_type": "bert"}', encoding="utf-8")
+    ckpt = folder / "toxic.ckpt"
+    torch.save({"config": Payload(), "state_dict": {}}, ckpt)
+    return ckpt
+
+
+def test_a_pickled_checkpoint_is_refused_and_never_unpickled(tmp_path: Path) -> None:
+    marker = tmp_path / "unpickled"
+    ckpt = write_pickle_checkpoint(tmp_path / "evil", marker)
+    with pytest.raises(ValidationError, match="never unpickles") as err:
+        DetoxifyScorer(ckpt)
+    assert "convert it" in err.value.message and err.value.param == "toxicity.detoxify_checkpoint"
+    assert not marker.exists()
+    # scorer auto falls back to the offline scorer and says why; still nothing ran
+    _scorer, name = active_scorer(policy_from_dict({"toxicity": {"detoxify_checkpoint": str(ckpt)}}))
+    assert name.startswith("profanity-check") and "never unpickles" in name
+    assert not marker.exists()
+
+
+def test_safetensors_checkpoint_scores_like_the_ckpt(tmp_path: Path) -> None:
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    ckpt = make_detoxify_checkpoint(tmp_path)
+    loaded = torch.load(ckpt, weights_only=True)
+    tensors = {k: v.contiguous().clone() for k, v in loaded["state_dict"].items()}
+    with_meta = ckpt.with_suffix(".safetensors")  # same stem: the HF files are in toxic_tiny-0000/
+    save_file(tensors, str(with_meta), metadata={"detoxify_config": json.dumps(loaded["config"])})
+    expected = reference_scores(ckpt, "you are an idiot")
+    assert list(DetoxifyScorer(with_meta).scores("you are an idiot").values()) == pytest.approx(expected, abs=1e-6)
+    # the config may also sit next to it as JSON
+    sidecar = tmp_path / "side" / "toxic.safetensors"
+    sidecar.parent.mkdir()
+    save_file(tensors, str(sidecar))
+    for f in ckpt.with_suffix("").iterdir():
+        (sidecar.parent / f.name).write_bytes(f.read_bytes())
+    with pytest.raises(ValidationError, match="Detoxify config is missing"):
+        DetoxifyScorer(sidecar)
+    sidecar.with_suffix(".json").write_text(json.dumps(loaded["config"]), encoding="utf-8")
+    assert list(DetoxifyScorer(sidecar.parent).scores("you are an idiot").values()) == pytest.approx(expected, abs=1e-6)
 
 
 def test_toxicity_block_stops_the_stream_before_the_toxic_chunk(tmp_path: Path) -> None:

@@ -15,17 +15,23 @@ from components.safety.policy_panel import create_policy_panel
 from components.safety.review_panel import create_review_panel
 from components.safety.scan_panel import create_scan_panel
 from studio.context import AppContext
+from studio.safety.store import STUDIO_POLICY_NAME
 
 
 def create_safety_tab(ctx: AppContext) -> dict[str, Any]:
     # the studio's own copy of the policy, which the Playground and the API filter with
-    studio_policy = ctx.engines.safety.ensure_studio_policy()
+    policies = ctx.engines.safety.policies
+    policies.ensure_studio_policy()
     with gr.Tab("Safety", id="safety"):
-        policy_path = gr.Textbox(
-            value=str(studio_policy),
-            label="Policy file",
-            info="The safety policy YAML that Scan uses and Policy edits. The studio's policy (this default) is the "
-            "one generations are filtered with when their safety switch is on; an alias may name another file.",
+        policy_path = gr.Dropdown(
+            choices=policies.names(),
+            value=STUDIO_POLICY_NAME,
+            allow_custom_value=True,
+            label="Policy",
+            info=f"The safety policy Scan uses and Policy edits. '{STUDIO_POLICY_NAME}' is the studio's own: "
+            "generations are filtered with it when their safety switch is on (an alias may name another). "
+            "'default' is the shipped one (saving it writes $STUDIO_HOME/safety/default.yaml). Type a new name "
+            "and save to create $STUDIO_HOME/safety/<name>.yaml; policies live only in that folder.",
             elem_id="safety-policy-path",
         )
         with gr.Tabs(selected="safety-scan", elem_id="safety-tabs"):
@@ -46,10 +52,12 @@ def create_safety_tab(ctx: AppContext) -> dict[str, Any]:
         load_policy_fn = policy["load_fn"]
 
         def load_policy_page(path: str) -> Any:
-            ctx.engines.safety.ensure_studio_policy()  # re-created if someone deleted it meanwhile
-            return load_policy_fn(path)
+            policies.ensure_studio_policy()  # re-created if someone deleted it meanwhile
+            return [gr.Dropdown(choices=policies.names()), *load_policy_fn(path)]
 
-        root.load(load_policy_page, policy["load_inputs"], policy["load_outputs"], api_visibility="private")
+        root.load(
+            load_policy_page, policy["load_inputs"], [policy_path, *policy["load_outputs"]], api_visibility="private"
+        )
         root.load(audits["page_load_fn"], None, audits["page_load_outputs"], api_visibility="private")
         root.load(compare["page_load_fn"], None, compare["page_load_outputs"], api_visibility="private")
     return {"scan": scan, "policy": policy, "audits": audits, "review": review, "compare": compare}

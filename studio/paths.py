@@ -22,12 +22,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Literal
 
 from studio.errors import ForbiddenError, ValidationError
 from studio.settings import CONFIG_DIR, Settings
 
 MAX_PATH_CHARS = 1024
+#: the longest file or folder name most file systems allow (a longer one cannot exist: refused before any lookup)
+MAX_NAME_CHARS = 255
 PLUGINS_DIR = "plugins"
+FileKind = Literal["file", "dir", "any"]
 
 
 def _normal(path: Path) -> Path:
@@ -38,10 +42,7 @@ def is_under(path: Path, root: Path) -> bool:
     """``path`` lies in ``root`` (or is it), compared lexically after normalising both, and also after resolving
     symlinks of the root (``/tmp`` vs ``/private/tmp``)."""
     p = _normal(path)
-    for r in {_normal(root), _normal(Path(os.path.realpath(root)))}:
-        if p == r or p.is_relative_to(r):
-            return True
-    return False
+    return any(p == r or p.is_relative_to(r) for r in {_normal(root), _normal(Path(os.path.realpath(root)))})
 
 
 def _describe(roots: Sequence[Path]) -> str:
@@ -49,8 +50,8 @@ def _describe(roots: Sequence[Path]) -> str:
 
 
 def check_user_path_text(text: str | os.PathLike[str], *, param: str) -> str:
-    """The raw checks every user path gets before it is interpreted: not empty, no NUL byte, not over-long, no
-    ``~`` (home-directory expansion is never done for user input)."""
+    """The raw checks every user path gets before it is interpreted: not empty, no NUL byte, not over-long (the
+    whole text, or one name in it), no ``~`` (home-directory expansion is never done for user input)."""
     raw = os.fspath(text)
     if not raw or not raw.strip():
         raise ValidationError(f"'{param}' is empty; give a path", param=param)
@@ -58,6 +59,10 @@ def check_user_path_text(text: str | os.PathLike[str], *, param: str) -> str:
         raise ValidationError(f"'{param}' contains a NUL byte", param=param)
     if len(raw) > MAX_PATH_CHARS:
         raise ValidationError(f"'{param}' is longer than {MAX_PATH_CHARS} characters", param=param)
+    if any(len(part) > MAX_NAME_CHARS for part in raw.replace("\\", "/").split("/")):
+        raise ValidationError(
+            f"'{param}': a file or folder name in it is longer than {MAX_NAME_CHARS} characters", param=param
+        )
     if raw.strip().startswith("~"):
         raise ValidationError(
             f"'{param}': paths starting with '~' are not accepted; give an absolute path or one relative to "
@@ -73,9 +78,11 @@ def confine(
     *,
     param: str,
     base: Path | None = None,
+    where: str | None = None,
 ) -> Path:
     """``path`` made absolute (relative paths are taken from ``base``, else the first root) and normalised,
-    provided it lies under one of ``roots``; else :class:`ForbiddenError` naming ``param`` and the roots."""
+    provided it lies under one of ``roots``; else :class:`ForbiddenError` naming ``param`` and the roots (or
+    ``where``, a description of them that reveals nothing outside STUDIO_HOME: see :func:`describe_roots`)."""
     root_list = [Path(r) for r in roots]
     raw = check_user_path_text(path, param=param)
     candidate = Path(raw)
@@ -85,7 +92,7 @@ def confine(
     candidate = _normal(candidate)
     if not any(is_under(candidate, r) for r in root_list):
         raise ForbiddenError(
-            f"'{param}': '{raw}' is outside the folders the studio may use ({_describe(root_list)})",
+            f"'{param}': '{raw}' is outside the folders the studio may use ({where or _describe(root_list)})",
             param=param,
         )
     return candidate
@@ -98,10 +105,12 @@ def confine_write(
     param: str,
     suffixes: Sequence[str],
     home: Path | None = None,
+    where: str | None = None,
+    base: Path | None = None,
 ) -> Path:
-    """A path the studio may write for a user: under ``root`` (relative paths are taken from it), with one of
-    ``suffixes`` (lower-case, with the dot), and never inside ``<home>/plugins``."""
-    target = confine(path, [root], param=param, base=root)
+    """A path the studio may write for a user: under ``root`` (relative paths are taken from ``base``, default
+    ``root``), with one of ``suffixes`` (lower-case, with the dot), and never inside ``<home>/plugins``."""
+    target = confine(path, [root], param=param, base=base or root, where=where)
     if suffixes and target.suffix.lower() not in suffixes:
         raise ValidationError(
             f"'{param}': the file name must end with {' or '.join(suffixes)} (got '{target.name}')", param=param
@@ -133,3 +142,81 @@ def display_path(path: Path, settings: Settings) -> str:
     if p.is_relative_to(home):
         return f"$STUDIO_HOME/{p.relative_to(home)}"
     return path.name or "/"
+
+
+def describe_root_list(roots: Iterable[Path], settings: Settings) -> list[str]:
+    """Each root as messages may name it, without revealing paths outside STUDIO_HOME: ``$STUDIO_HOME/safety``,
+    ``configs/safety`` (the shipped files), ``STUDIO_MODEL_DIRS folder 'name'``, ``the Hugging Face cache``."""
+    project = _normal(CONFIG_DIR.parent)
+    extra = [_normal(p) for p in settings.extra_model_dirs]
+    out: list[str] = []
+    seen: list[Path] = []
+    for root in roots:
+        r = _normal(root)
+        if any(is_under(r, earlier) for earlier in seen):
+            continue  # inside a root already named (the Hugging Face cache inside STUDIO_HOME)
+        seen.append(r)
+        if is_under(r, settings.home):
+            text = display_path(r, settings)
+        elif is_under(r, CONFIG_DIR):
+            text = str(r.relative_to(project))
+        elif r == _normal(settings.hf_cache_dir):
+            text = "the Hugging Face cache"
+        elif r in extra:
+            text = f"STUDIO_MODEL_DIRS folder '{r.name}'"
+        else:
+            text = f"'{r.name}'"
+        if text not in out:
+            out.append(text)
+    return out
+
+
+def describe_roots(roots: Iterable[Path], settings: Settings) -> str:
+    """:func:`describe_root_list` as one comma-separated phrase (``none`` for no roots)."""
+    return ", ".join(describe_root_list(roots, settings)) or "none"
+
+
+def _exists(path: Path, kind: FileKind) -> bool:
+    try:
+        if kind == "file":
+            return path.is_file()
+        if kind == "dir":
+            return path.is_dir()
+        return path.exists()
+    except OSError:  # a name too long for this file system, a permission error: not there for the user
+        return False
+
+
+def find_user_path(
+    path: str | os.PathLike[str],
+    roots: Iterable[Path],
+    *,
+    param: str,
+    bases: Sequence[Path],
+    where: str,
+    kind: FileKind = "file",
+    suffixes: Sequence[str] = (),
+    must_exist: bool = True,
+) -> Path:
+    """An existing file (or folder, ``kind``) a user names: absolute, or relative to the first of ``bases`` where
+    it exists; it must lie under one of ``roots`` (else :class:`ForbiddenError`, without looking at the disk) and
+    end with one of ``suffixes`` when given. Not there: :class:`ValidationError` naming the user's text and
+    ``where`` (never the absolute paths tried), or with ``must_exist=False`` the first allowed candidate."""
+    root_list = [Path(r) for r in roots]
+    raw = check_user_path_text(path, param=param)
+    given = Path(raw)
+    tried = [given] if given.is_absolute() else [b / given for b in bases]
+    allowed = [p for p in (_normal(t) for t in tried) if any(is_under(p, r) for r in root_list)]
+    if not allowed:
+        raise ForbiddenError(f"'{param}': '{raw}' is outside the folders the studio may use ({where})", param=param)
+    if suffixes and allowed[0].suffix.lower() not in suffixes:
+        raise ValidationError(
+            f"'{param}': the file name must end with {' or '.join(suffixes)} (got '{allowed[0].name}')", param=param
+        )
+    for candidate in allowed:
+        if _exists(candidate, kind):
+            return candidate
+    if not must_exist:
+        return allowed[0]
+    what = {"file": "file", "dir": "folder", "any": "file or folder"}[kind]
+    raise ValidationError(f"'{param}': no {what} '{raw}' in {where}", param=param)

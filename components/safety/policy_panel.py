@@ -1,11 +1,14 @@
 """Safety → Policy: the safety policy as a form (one widget per ``SafetyPolicyConfig`` field, its description as
-the tooltip) and as raw YAML, the active toxicity scorer, and the editable offensive-word list. Saving writes the
-file atomically (``save_policy``); a bad value is refused with a message naming the field. Widgets are built from
-the schema, so a field added to the policy appears here by itself. Wiring only: ``studio.safety.policy``."""
+the tooltip) and as raw YAML, the active toxicity scorer, and the editable offensive-word list. Policies are named
+(``studio.safety.store.PolicyStore``: saved only under ``STUDIO_HOME/safety``; word lists and checkpoints only
+from the allowed folders); saving writes the file atomically; a bad value is refused with a message naming the
+field. Widgets are built from the schema, so a field added to the policy appears here by itself. Wiring only:
+``studio.safety.policy`` and ``studio.safety.store``."""
 
 from __future__ import annotations
 
 import types
+from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 import gradio as gr
@@ -13,17 +16,15 @@ from pydantic import BaseModel
 
 from components.common import handle_errors
 from studio.context import AppContext
+from studio.errors import UserError
 from studio.safety.policy import (
     SUPPORTED_PII_ENTITIES,
     SafetyPolicyConfig,
     dump_policy_yaml,
-    load_policy,
     parse_policy_yaml,
     policy_from_dict,
-    save_policy,
 )
 from studio.safety.toxicity import active_scorer
-from studio.safety.words import read_word_list_text, save_word_list_text
 
 FieldPath = tuple[str, ...]
 
@@ -81,8 +82,9 @@ def _form_updates(policy: SafetyPolicyConfig, fields: list[tuple[FieldPath, Any]
     return out
 
 
-def create_policy_panel(ctx: AppContext, policy_path: gr.Textbox) -> dict[str, Any]:
-    policy = load_policy(policy_path.value or None)
+def create_policy_panel(ctx: AppContext, policy_path: gr.Dropdown) -> dict[str, Any]:
+    store = ctx.engines.safety.policies
+    _file, policy = store.load(str(policy_path.value or ""))
     scorer = gr.Markdown(elem_id="safety-scorer")
     fields: list[tuple[FieldPath, Any]] = []
     widgets: list[gr.components.Component] = []
@@ -120,27 +122,37 @@ def create_policy_panel(ctx: AppContext, policy_path: gr.Textbox) -> dict[str, A
         save_words_btn = gr.Button("Save word list", elem_id="safety-words-save")
         words_status = gr.Markdown(elem_id="safety-words-status")
 
-    def describe(path: str, policy: SafetyPolicyConfig) -> dict[str, Any]:
-        scorer_name = active_scorer(policy)[1] if policy.toxicity.enabled else "off (toxicity scoring disabled)"
+    def describe(path: Path, policy: SafetyPolicyConfig) -> dict[str, Any]:
+        """The policy as the API returns it; a word list or checkpoint outside the allowed folders is reported
+        (the policy still loads, so that it can be fixed and saved)."""
+        try:
+            resolved = store.resolved(policy)
+            scorer_name = active_scorer(resolved)[1] if policy.toxicity.enabled else "off (toxicity scoring disabled)"
+            words_file, words_text = store.word_list_text(policy)
+            words_shown = store.display(words_file)
+        except UserError as exc:
+            scorer_name, words_shown, words_text = f"not available: {exc}", f"not available: {exc}", ""
         return {
-            "policy_file": path,
+            "policy_file": store.display(path),
             "policy": policy.model_dump(mode="json"),
             "yaml": dump_policy_yaml(policy),
             "scorer": scorer_name,
+            "word_list_file": words_shown,
+            "words": words_text,
         }
 
     @handle_errors
-    def get_policy(path: str) -> dict[str, Any]:
-        return describe(path.strip(), load_policy(path.strip() or None))
+    def get_policy(name: str) -> dict[str, Any]:
+        path, loaded = store.load(name)
+        return describe(path, loaded)
 
     @handle_errors
-    def save_yaml(path: str, text: str) -> dict[str, Any]:
+    def save_yaml(name: str, text: str) -> dict[str, Any]:
         saved = parse_policy_yaml(text, "policy YAML")
-        save_policy(saved, path.strip())
-        return {**describe(path.strip(), saved), "saved": True}
+        return {**describe(store.save(saved, name), saved), "saved": True}
 
     @handle_errors
-    def save_form(path: str, *values: Any) -> dict[str, Any]:
+    def save_form(name: str, *values: Any) -> dict[str, Any]:
         nested: dict[str, Any] = {}
         for (field_path, annotation), value in zip(fields, values, strict=True):
             target = nested
@@ -148,40 +160,42 @@ def create_policy_panel(ctx: AppContext, policy_path: gr.Textbox) -> dict[str, A
                 target = target.setdefault(key, {})
             target[field_path[-1]] = _form_value(annotation, value)
         saved = policy_from_dict(nested, "policy form")
-        save_policy(saved, path.strip())
-        return {**describe(path.strip(), saved), "saved": True}
+        return {**describe(store.save(saved, name), saved), "saved": True}
 
     def show(result: dict[str, Any]) -> list[Any]:
         parsed = SafetyPolicyConfig.model_validate(result["policy"])
         note = f"Saved {result['policy_file']}." if result.get("saved") else f"Loaded {result['policy_file']}."
         scorer_md = f"**Active toxicity scorer:** {result['scorer']}"
-        path = parsed.word_list.path()
         return [
             result["yaml"],
             note,
             scorer_md,
             *_form_updates(parsed, fields),
-            f"Word list file: `{path}`",
-            read_word_list_text(path),
+            f"Word list file: `{result['word_list_file']}`",
+            result["words"],
         ]
 
     show_outputs = [yaml_box, status, scorer, *widgets, words_path, words]
 
     @handle_errors
-    def save_words(path: str, text: str) -> str:
-        target = load_policy(path.strip() or None).word_list.path()
-        save_word_list_text(target, text)
-        return f"Saved {target}: the next check uses it."
+    def save_words(name: str, text: str) -> str:
+        target = store.save_word_list(name, text)
+        return f"Saved {store.display(target)}: the next check uses it."
 
     reload_btn.click(get_policy, [policy_path], [policy_json], api_name="safety_policy").success(
         show, [policy_json], show_outputs, api_visibility="private"
     )
-    save_yaml_btn.click(save_yaml, [policy_path, yaml_box], [policy_json], api_name="safety_save_policy").success(
-        show, [policy_json], show_outputs, api_visibility="private"
-    )
-    save_form_btn.click(save_form, [policy_path, *widgets], [policy_json], api_visibility="private").success(
-        show, [policy_json], show_outputs, api_visibility="private"
-    )
+
+    def policy_names(name: str | None) -> Any:
+        """The picker with a policy saved under a new name among its choices."""
+        return gr.Dropdown(choices=store.names(), value=name)
+
+    for saved in (
+        save_yaml_btn.click(save_yaml, [policy_path, yaml_box], [policy_json], api_name="safety_save_policy"),
+        save_form_btn.click(save_form, [policy_path, *widgets], [policy_json], api_visibility="private"),
+    ):
+        saved.success(show, [policy_json], show_outputs, api_visibility="private")
+        saved.success(policy_names, [policy_path], [policy_path], api_visibility="private", queue=False)
     save_words_btn.click(save_words, [policy_path, words], [words_status], api_name="safety_save_words")
     return {
         "load_fn": lambda path: show(get_policy(path)),

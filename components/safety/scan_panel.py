@@ -10,7 +10,6 @@ import gradio as gr
 
 from components.common import handle_errors
 from studio.context import AppContext
-from studio.safety.policy import load_policy
 from studio.safety.scan import read_scan_file, scan_text
 
 FINDING_COLUMNS = ["Type", "Check", "Start", "End", "Score", "Text"]
@@ -38,7 +37,9 @@ def engines_line(result: dict[str, Any]) -> str:
     return f"{count} finding{'s' if count != 1 else ''}. " + " · ".join(parts)
 
 
-def create_scan_panel(ctx: AppContext, policy_path: gr.Textbox) -> dict[str, Any]:
+def create_scan_panel(ctx: AppContext, policy_path: gr.Dropdown) -> dict[str, Any]:
+    store = ctx.engines.safety.policies
+
     gr.Markdown(
         "Paste text or upload a text file: personal data, offensive words and toxic paragraphs are found with the "
         "policy below and highlighted; the anonymised text masks them. `studio safety scan FILE --json` does "
@@ -68,8 +69,9 @@ def create_scan_panel(ctx: AppContext, policy_path: gr.Textbox) -> dict[str, Any
         raw = gr.JSON(elem_id="safety-scan-json")
 
     @handle_errors
-    def scan(value: str, path: str) -> dict[str, Any]:
-        return scan_text(value or "", load_policy(path.strip() or None)).to_dict()
+    def scan(value: str, name: str | None) -> dict[str, Any]:
+        _path, policy = store.load(name)
+        return scan_text(value or "", store.resolved(policy)).to_dict()
 
     def render(value: str, result: dict[str, Any] | None) -> tuple[Any, ...]:
         result = result or {"findings": [], "anonymized": ""}

@@ -9,6 +9,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from studio.errors import StudioError
+from studio.paths import check_user_path_text
+
 ALIAS_NAME_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,256}$")
 
 Engine = Literal["auto", "transformers", "vllm", "llamacpp", "remote"]
@@ -114,9 +117,25 @@ class AliasConfig(BaseModel):
     safety_policy: str | None = Field(
         None,
         max_length=1024,
-        description="Safety policy for this alias: 'default', a name under STUDIO_HOME/safety/ or a YAML path. "
-        "Requests through the alias are filtered unless they turn filtering off.",
+        description="Safety policy for this alias: 'default', a name under STUDIO_HOME/safety/ or a YAML path in "
+        "that folder (or the shipped configs/safety/). Requests through the alias are filtered unless they turn "
+        "filtering off.",
     )
+
+    @field_validator("safety_policy")
+    @classmethod
+    def _policy_reference(cls, v: str | None) -> str | None:
+        # The folder check needs STUDIO_HOME: PolicyStore.read_path does it each time the alias is used. Here, what
+        # can be refused from the text alone (NUL, '~', over-long names, a path that is not a .yaml/.yml file).
+        if v is None or not v.strip():
+            return None
+        try:
+            text = check_user_path_text(v, param="safety_policy")
+        except StudioError as exc:
+            raise ValueError(exc.message.removeprefix("'safety_policy'").lstrip(": ")) from None
+        if ("/" in text or "\\" in text) and not text.lower().endswith((".yaml", ".yml")):
+            raise ValueError("a policy path must name a .yaml or .yml file (or give a policy name)")
+        return text
 
     @field_validator("alias")
     @classmethod

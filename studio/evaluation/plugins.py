@@ -30,8 +30,10 @@ function (``[project.entry-points."whetstone.metrics"] mymetrics = "mypkg.metric
     # type: judge       -> template (with {input} {reference} {output}), min_score, max_score, score_pattern;
     #                      graded by the run's judge.model
 
-Plugins load only from that folder and from installed packages. A plugin that fails to load is listed with its
-error; one that raises while scoring is reported in the run (name and traceback) and the run completes.
+Plugins load only from that folder and from installed packages, and the folder is filled through the file system
+only: nothing the studio receives (UI, Gradio API, REST) is ever written there (``studio.paths.confine_write``
+refuses it), because loading a Python plugin runs it. A plugin that fails to load is listed with its error; one
+that raises while scoring is reported in the run (name and traceback) and the run completes.
 """
 
 from __future__ import annotations

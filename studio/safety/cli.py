@@ -1,7 +1,10 @@
 """The ``studio safety ...`` verbs. ``register(subparsers)`` adds them to ``studio``'s parser;
 ``python -m studio.safety.cli`` runs them on their own.
 
-    studio safety scan FILE [--json] [--policy POLICY.yaml]     (FILE "-" reads standard input)
+    studio safety scan FILE [--json] [--policy NAME]     (FILE "-" reads standard input)
+
+``--policy`` names a policy as the Safety tab does (:mod:`studio.safety.store`): a name under
+``STUDIO_HOME/safety/`` or a path in that folder or the shipped ``configs/safety/``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from typing import Any
 from studio.errors import StudioError
 from studio.safety.policy import load_policy
 from studio.safety.scan import ScanResult, read_scan_file, scan_text
+from studio.safety.store import PolicyStore
+from studio.settings import Settings
 
 
 def _print_human(result: ScanResult, source: str) -> None:
@@ -39,7 +44,11 @@ def _print_human(result: ScanResult, source: str) -> None:
 
 def cmd_safety_scan(args: argparse.Namespace) -> int:
     """Scan a text file (or stdin) with a safety policy; print findings and the anonymised text."""
-    policy = load_policy(args.policy) if args.policy else load_policy()
+    if args.policy:
+        store = PolicyStore(Settings())
+        policy = store.resolved(store.load(args.policy)[1])
+    else:
+        policy = load_policy()
     if args.file == "-":
         text, source = sys.stdin.read(), "<stdin>"
     else:
@@ -59,7 +68,11 @@ def register(subparsers: Any) -> None:
     scan = ssub.add_parser("scan", help="list PII / toxicity / word-list findings in a text file and anonymise it")
     scan.add_argument("file", help="UTF-8 text file to scan ('-' for standard input)")
     scan.add_argument("--json", action="store_true", help='machine-readable: {"findings": [...], "anonymized": ...}')
-    scan.add_argument("--policy", help="safety policy YAML (default: configs/safety/default.yaml)")
+    scan.add_argument(
+        "--policy",
+        help="safety policy: a name under STUDIO_HOME/safety/ ('policy' is the studio's own) or a path in that "
+        "folder or configs/safety/ (default: the shipped configs/safety/default.yaml)",
+    )
     scan.set_defaults(func=cmd_safety_scan)
 
 

@@ -131,8 +131,10 @@ class ToxicityConfig(BaseModel):
     )
     detoxify_checkpoint: str | None = Field(
         None,
-        description="Local Detoxify checkpoint: a .ckpt file with its Hugging Face config/tokenizer files in a "
-        "folder of the same name (or the same folder), or a folder holding both. Never downloaded.",
+        description="Local Detoxify checkpoint under STUDIO_HOME, STUDIO_MODEL_DIRS or the Hugging Face cache "
+        "(relative paths: from STUDIO_HOME): a .ckpt (tensors and plain data only, never unpickled) or .safetensors "
+        "file with its Hugging Face config/tokenizer files in a folder of the same name (or the same folder), or a "
+        "folder holding both. Never downloaded.",
     )
     apply_to: list[Direction] = Field(
         default_factory=_both_directions, description="Score the prompt (input), the reply (output) or both."
@@ -154,8 +156,9 @@ class WordListConfig(BaseModel):
     file: str = Field(
         "configs/safety/offensive_words.txt",
         min_length=1,
-        description="Word list file: one word or phrase per line, # starts a comment. A relative path is taken "
-        "from the studio's folder.",
+        description="Word list file (.txt): one word or phrase per line, # starts a comment. Read from "
+        "STUDIO_HOME/safety/ or the shipped configs/ (relative paths: from STUDIO_HOME, else the studio's folder); "
+        "saved only under STUDIO_HOME/safety/, so the shipped list is read-only.",
     )
     action: WordListAction = Field(
         "mask",
@@ -166,8 +169,9 @@ class WordListConfig(BaseModel):
     )
 
     def path(self) -> Path:
-        """The word list file as an absolute path (relative paths are taken from the studio's folder)."""
-        p = Path(self.file).expanduser()
+        """The word list file as an absolute path, unchecked (relative paths are taken from the studio's folder).
+        Paths from users go through ``studio.safety.store.PolicyStore.word_list_path``, which confines them."""
+        p = Path(self.file)
         return p if p.is_absolute() else PROJECT_DIR / p
 
 

@@ -1,10 +1,13 @@
 """The safety layer at inference time: which policy applies to a generation, and the guard around its stream.
 
-Policy resolution: an alias's ``safety_policy`` (a file path, or a name under ``STUDIO_HOME/safety/``) if it has
-one, else the studio's policy -- ``STUDIO_HOME/safety/policy.yaml`` when saved from the Safety tab, else
-``configs/safety/default.yaml``. Whether a generation is filtered: the request's switch (Playground toggle,
-``safety`` field of the REST/OpenAI bodies) when given, else on for aliases that carry a policy and off otherwise
-(filtering holds back streamed text until it has been checked, so it is opt-in).
+Policy resolution: an alias's ``safety_policy`` (a name under ``STUDIO_HOME/safety/``, or a path confined to that
+folder and the shipped ``configs/safety/``: see :mod:`studio.safety.store`) if it has one, else the studio's policy
+-- ``STUDIO_HOME/safety/policy.yaml`` when saved from the Safety tab, else ``configs/safety/default.yaml``. The
+policy's word list and Detoxify checkpoint are checked against the allowed folders before a filter is built.
+
+Whether a generation is filtered: the request's switch (Playground toggle, ``safety`` field of the REST/OpenAI
+bodies) when given, else on for aliases that carry a policy and off otherwise (filtering holds back streamed text
+until it has been checked, so it is opt-in).
 
 A prompt that a block rule stops raises :class:`SafetyBlockedError` (HTTP 400) before anything is generated; a
 reply that a block rule stops mid-stream ends with ``finish_reason="content_filter"`` (as OpenAI names it),
@@ -21,11 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from studio.errors import UserError
-from studio.files import write_text_atomic
 from studio.inference.base import GenerationEnd, StreamItem, TokenEvent
 from studio.safety.filter import OutputGuard, SafetyFilter
 from studio.safety.findings import SafetyResult
-from studio.safety.policy import DEFAULT_POLICY_PATH, load_policy
+from studio.safety.store import PolicyStore
 from studio.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -75,32 +77,22 @@ class SafetyService:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.policies = PolicyStore(settings)
         self._filters: dict[Path, tuple[float, SafetyFilter]] = {}
         self._lock = threading.Lock()
 
     @property
     def studio_policy_path(self) -> Path:
         """Where the Safety tab saves the studio's policy."""
-        return self.settings.home / "safety" / STUDIO_POLICY_FILE
+        return self.policies.studio_policy_path
 
     def ensure_studio_policy(self) -> Path:
         """The studio's policy file, created from ``configs/safety/default.yaml`` when it does not exist yet."""
-        path = self.studio_policy_path
-        if not path.is_file():
-            write_text_atomic(path, DEFAULT_POLICY_PATH.read_text(encoding="utf-8"))
-        return path
+        return self.policies.ensure_studio_policy()
 
     def policy_path(self, name: str | None = None) -> Path:
         """The policy file for ``name`` (an alias's ``safety_policy``) or, with None, the studio's policy."""
-        if name:
-            candidate = Path(name).expanduser()
-            if not candidate.is_absolute():
-                folder = self.settings.home / "safety"
-                candidate = folder / (name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
-                if not candidate.is_file() and name in ("default", "default.yaml"):
-                    candidate = DEFAULT_POLICY_PATH
-            return candidate
-        return self.studio_policy_path if self.studio_policy_path.is_file() else DEFAULT_POLICY_PATH
+        return self.policies.read_path(name)
 
     def filter_for(self, name: str | None = None) -> SafetyFilter:
         """The (cached) filter of a policy; a changed file is re-read."""
@@ -113,7 +105,8 @@ class SafetyService:
             cached = self._filters.get(path)
             if cached is not None and cached[0] == mtime:
                 return cached[1]
-        made = SafetyFilter(load_policy(path))
+        _path, policy = self.policies.load(name)
+        made = SafetyFilter(self.policies.resolved(policy))
         with self._lock:
             self._filters[path] = (mtime, made)
         return made

@@ -78,13 +78,18 @@ def test_cmd_safety_scan_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert [f["type"] for f in data["findings"]] == ["PERSON", "EMAIL_ADDRESS", "toxicity", "offensive_word"]
 
 
-def test_cli_main_with_a_policy_file_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_main_with_a_policy_file_and_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STUDIO_HOME", str(tmp_path / "home"))
     path = tmp_path / "note.txt"
     path.write_text(TEXT, encoding="utf-8")
-    policy = save_policy(
-        policy_from_dict({"pii": {"entities": ["PERSON"]}, "word_list": {"enabled": False}}), tmp_path / "p.yaml"
-    )
-    assert main(["scan", str(path), "--policy", str(policy)]) == 0
+    policy = policy_from_dict({"pii": {"entities": ["PERSON"]}, "word_list": {"enabled": False}})
+    save_policy(policy, tmp_path / "home" / "safety" / "p.yaml")
+    outside = save_policy(policy, tmp_path / "p.yaml")
+    assert main(["scan", str(path), "--policy", str(outside)]) == 2  # policies live in STUDIO_HOME/safety
+    assert "outside the folders the studio may use" in capsys.readouterr().err
+    assert main(["scan", str(path), "--policy", "p"]) == 0
     out = capsys.readouterr().out
     assert "PERSON" in out and "EMAIL_ADDRESS" not in out
     assert "Contact <PERSON> at john.smith@example.com." in out

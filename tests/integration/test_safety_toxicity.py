@@ -192,6 +192,21 @@ def test_a_pickled_checkpoint_is_refused_and_never_unpickled(tmp_path: Path) -> 
     assert not marker.exists()
 
 
+def test_saving_a_policy_with_a_pickled_checkpoint_is_refused(tmp_path: Path) -> None:
+    from studio.safety.store import PolicyStore
+    from studio.settings import Settings
+
+    settings = Settings(home=tmp_path / "home", hf_cache=tmp_path / "home" / "hub")
+    marker = tmp_path / "unpickled"
+    write_pickle_checkpoint(settings.home / "models" / "evil", marker)
+    store = PolicyStore(settings)
+    for scorer in ("auto", "detoxify"):
+        policy = policy_from_dict({"toxicity": {"scorer": scorer, "detoxify_checkpoint": "models/evil/toxic.ckpt"}})
+        with pytest.raises(ValidationError, match="never unpickles"):
+            store.save(policy, "evil")
+    assert not marker.exists() and not (settings.home / "safety" / "evil.yaml").exists()
+
+
 def test_safetensors_checkpoint_scores_like_the_ckpt(tmp_path: Path) -> None:
     import json
 

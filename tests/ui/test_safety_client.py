@@ -33,34 +33,35 @@ def test_safety_scan_returns_findings_and_anonymised_text(client: Client) -> Non
     assert result["anonymized"] == "Please write to <EMAIL_ADDRESS> about the invoice."
 
 
-def test_policy_get_and_save(client: Client, tmp_path: Path) -> None:
+def test_policy_get_and_save(client: Client, server) -> None:  # type: ignore[no-untyped-def]
     shown = client.predict(api_name="/safety_policy")
     assert shown["scorer"].startswith("profanity-check")
     assert yaml.safe_load(shown["yaml"])["pii"]["action"] == "mask"
+    assert shown["policy_file"] == "$STUDIO_HOME/safety/policy.yaml"
 
-    target = tmp_path / "strict.yaml"
+    target = Path(server.home) / "safety" / "strict.yaml"
     data = yaml.safe_load(shown["yaml"])
     data["name"], data["pii"]["action"] = "strict", "block"
-    saved = client.predict(str(target), yaml.safe_dump(data), api_name="/safety_save_policy")
-    assert saved["saved"] is True and yaml.safe_load(target.read_text())["pii"]["action"] == "block"
-    assert client.predict(str(target), api_name="/safety_policy")["policy"]["name"] == "strict"
+    saved = client.predict("strict", yaml.safe_dump(data), api_name="/safety_save_policy")
+    assert saved["saved"] is True and saved["policy_file"] == "$STUDIO_HOME/safety/strict.yaml"
+    assert yaml.safe_load(target.read_text())["pii"]["action"] == "block"
+    assert client.predict("strict", api_name="/safety_policy")["policy"]["name"] == "strict"
 
     data["toxicity"]["threshold"] = 3
     with pytest.raises(Exception, match=r"toxicity\.threshold"):
-        client.predict(str(target), yaml.safe_dump(data), api_name="/safety_save_policy")
+        client.predict("strict", yaml.safe_dump(data), api_name="/safety_save_policy")
     assert yaml.safe_load(target.read_text())["toxicity"]["threshold"] == 0.8  # the file was left alone
 
 
-def test_save_word_list_changes_what_scan_masks(client: Client, tmp_path: Path) -> None:
-    words = tmp_path / "words.txt"
+def test_save_word_list_changes_what_scan_masks(client: Client, server) -> None:  # type: ignore[no-untyped-def]
+    words = Path(server.home) / "safety" / "client-words.txt"
     words.write_text("placeholder\n", encoding="utf-8")
     policy = yaml.safe_load(client.predict(api_name="/safety_policy")["yaml"])
-    policy["word_list"]["file"] = str(words)
-    path = tmp_path / "words-policy.yaml"
-    client.predict(str(path), yaml.safe_dump(policy), api_name="/safety_save_policy")
-    client.predict(str(path), "# mine\nbroccoli\n", api_name="/safety_save_words")
+    policy["word_list"]["file"] = "safety/client-words.txt"
+    client.predict("words-policy", yaml.safe_dump(policy), api_name="/safety_save_policy")
+    client.predict("words-policy", "# mine\nbroccoli\n", api_name="/safety_save_words")
     assert "broccoli" in words.read_text()
-    scanned = client.predict("I hate broccoli.", str(path), api_name="/safety_scan")
+    scanned = client.predict("I hate broccoli.", "words-policy", api_name="/safety_scan")
     assert scanned["anonymized"] == "I hate ********."
 
 

@@ -341,16 +341,18 @@ class EngineManager:
         return engine
 
     def adapter_path(self, adapter: str) -> Path:
-        """An adapter directory: an existing path, or a name under STUDIO_HOME/adapters."""
-        candidate = Path(adapter).expanduser()
-        if not candidate.is_absolute() and not candidate.exists():
-            candidate = self.settings.home / "adapters" / adapter
-        if not candidate.is_dir():
-            raise ValidationError(
-                f"adapter '{adapter}' not found (looked for {Path(adapter).expanduser()} and {candidate})",
-                param="adapter",
-            )
-        return candidate.resolve()
+        """An adapter directory: a name under STUDIO_HOME/adapters, a path relative to STUDIO_HOME, or an absolute
+        path inside the model roots (STUDIO_HOME, STUDIO_MODEL_DIRS, the Hugging Face cache). ``~`` is never
+        expanded; a path outside the roots is refused (403) without looking at the disk, and messages name
+        folders as ``$STUDIO_HOME/...`` only."""
+        from studio.paths import describe_roots, find_user_path, model_roots
+
+        home = self.settings.home
+        bases = [home / "adapters", home]
+        roots = model_roots(self.settings)
+        where = describe_roots(roots if Path(adapter.strip()).is_absolute() else bases, self.settings)
+        found = find_user_path(adapter, roots, param="adapter", bases=bases, where=where, kind="dir")
+        return found.resolve()
 
     def load_adapter(self, model: str, adapter: str, name: str | None = None) -> str:
         """Load a PEFT adapter onto a loaded model (waits for its running generation) and make it active."""

@@ -7,6 +7,14 @@ Sources, in order of precedence when two give the same id:
      weights) and ``*.gguf`` files;
   3. the Hugging Face hub cache: ``models--org--name/snapshots/<rev>/``.
 Nothing is ever downloaded: a name that is not found raises :class:`ModelNotFoundError` listing where we looked.
+
+A model may also be named by its folder or ``.gguf`` file, but only inside the model roots
+(:func:`studio.paths.model_roots`: STUDIO_HOME, the folders of STUDIO_MODEL_DIRS and the Hugging Face cache;
+relative paths are taken from STUDIO_HOME). A path outside them is refused (403) before anything is looked up,
+``~`` is never expanded, and messages name folders as ``$STUDIO_HOME/...`` or "the Hugging Face cache", never by
+a path outside STUDIO_HOME; so an answer reveals neither which outside paths exist nor the server's layout.
+
+Folder sizes are summed once per folder and modification time (cached on the registry), not on every listing.
 """
 
 from __future__ import annotations
@@ -15,12 +23,22 @@ import contextlib
 import importlib.util
 import json
 import logging
+import os
 import re
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from studio.errors import ModelLoadError, ModelNotFoundError
+from studio.errors import ModelLoadError, ModelNotFoundError, ValidationError
+from studio.paths import (
+    check_user_path_text,
+    confine,
+    describe_root_list,
+    describe_roots,
+    display_path,
+    model_roots,
+)
 from studio.settings import BUNDLED_MODEL_ID, Settings
 
 log = logging.getLogger(__name__)
@@ -70,22 +88,28 @@ def gguf_quant(filename: str) -> str | None:
 def _dir_size(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    total = 0
+    for p in path.rglob("*"):
+        with contextlib.suppress(OSError):  # a dangling link or a file removed meanwhile
+            if p.is_file():
+                total += p.stat().st_size
+    return total
 
 
 def check_hf_dir(path: Path) -> str | None:
-    """Return why ``path`` is not a loadable HF model directory, or None when it looks fine."""
+    """Return why ``path`` is not a loadable HF model directory, or None when it looks fine. The reason names
+    files relative to the folder (``config.json is missing``), never by an absolute path."""
     cfg = path / "config.json"
     if not cfg.is_file():
-        return f"{cfg} is missing"
+        return "config.json is missing"
     try:
         data = json.loads(cfg.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return f"{cfg} is not valid JSON ({exc})"
+        return f"config.json is not valid JSON ({exc})"
     if not isinstance(data, dict) or "model_type" not in data:
-        return f"{cfg} has no 'model_type'"
+        return "config.json has no 'model_type'"
     if not any(any(path.glob(g)) for g in WEIGHT_GLOBS):
-        return f"no weights (*.safetensors or *.bin) in {path}"
+        return "no weights (*.safetensors or *.bin) in the folder"
     return None
 
 
@@ -123,10 +147,30 @@ def bundled_gguf() -> Path | None:
 
 
 class ModelRegistry:
-    """Scans the model sources on every call (cheap: directory listings only)."""
+    """Scans the model sources on every call (cheap: directory listings; folder sizes are cached)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._sizes: dict[Path, tuple[int, int]] = {}  # folder -> (mtime_ns, bytes)
+        self._sizes_lock = threading.Lock()
+
+    def folder_size(self, path: Path) -> int:
+        """Bytes in ``path`` (a file, or a folder summed recursively), cached per folder until its modification
+        time changes (adding or removing a weight file changes it; rewriting one in place does not)."""
+        try:
+            st = path.stat()
+        except OSError:
+            return 0
+        if not path.is_dir():
+            return st.st_size
+        with self._sizes_lock:
+            cached = self._sizes.get(path)
+        if cached is not None and cached[0] == st.st_mtime_ns:
+            return cached[1]
+        size = _dir_size(path)
+        with self._sizes_lock:
+            self._sizes[path] = (st.st_mtime_ns, size)
+        return size
 
     # -- listing -------------------------------------------------------------------------------------------
     def list_models(self) -> list[ModelEntry]:
@@ -137,10 +181,10 @@ class ModelRegistry:
         return list(found.values())
 
     def searched_locations(self) -> list[str]:
-        where = [f"bundled package {BUNDLED_PACKAGE}", str(self.settings.models_dir)]
-        where += [str(p) for p in self.settings.extra_model_dirs]
-        where.append(str(self.settings.hf_cache_dir))
-        return where
+        """Where models are looked for, as messages may show it (``$STUDIO_HOME/models``, "the Hugging Face
+        cache"): nothing about paths outside STUDIO_HOME."""
+        roots = [self.settings.models_dir, *self.settings.extra_model_dirs, self.settings.hf_cache_dir]
+        return [f"bundled package {BUNDLED_PACKAGE}", *describe_root_list(roots, self.settings)]
 
     def _bundled(self) -> list[ModelEntry]:
         gguf = bundled_gguf()
@@ -197,7 +241,7 @@ class ModelRegistry:
             format="hf",
             path=path,
             repo=model_id if "/" in model_id else None,
-            size_bytes=_dir_size(path),
+            size_bytes=self.folder_size(path),
             problem=check_hf_dir(path),
         )
 
@@ -220,7 +264,7 @@ class ModelRegistry:
                         path=snap,
                         repo=repo,
                         snapshot=snap.name,
-                        size_bytes=_dir_size(snap),
+                        size_bytes=self.folder_size(snap),
                         problem=check_hf_dir(snap),
                     )
                 )
@@ -273,11 +317,20 @@ class ModelRegistry:
         return entry
 
     def _from_path(self, text: str) -> ModelEntry | None:
-        path = Path(text).expanduser()
-        if not path.exists():
+        """A model named by its folder or ``.gguf`` file inside the model roots, or None when nothing is there.
+
+        Refused before any lookup: NUL bytes, ``~`` (never expanded), over-long names (400) and paths outside the
+        roots (403, the same answer whether the path exists or not). A folder that is not a model folder is a
+        400 naming what is missing."""
+        raw = check_user_path_text(text, param="model")
+        roots = model_roots(self.settings)
+        path = confine(raw, roots, param="model", base=self.settings.home, where=describe_roots(roots, self.settings))
+        try:
+            is_file, is_dir = path.is_file(), path.is_dir()
+        except OSError:
             return None
-        path = path.resolve()
-        if path.is_file() and path.suffix == ".gguf":
+        if is_file and path.suffix == ".gguf":
+            path = Path(os.path.realpath(path))
             return ModelEntry(
                 id=str(path),
                 source="local",
@@ -287,13 +340,18 @@ class ModelRegistry:
                 quant=gguf_quant(path.name),
                 size_bytes=path.stat().st_size,
             )
-        if path.is_dir():
+        if is_dir:
+            problem = check_hf_dir(path)
+            if problem is not None:
+                raise ValidationError(
+                    f"'{raw}' ({display_path(path, self.settings)}) is not a model folder: {problem}", param="model"
+                )
+            path = Path(os.path.realpath(path))
             return ModelEntry(
                 id=str(path),
                 source="local",
                 format="hf",
                 path=path,
-                size_bytes=_dir_size(path),
-                problem=check_hf_dir(path),
+                size_bytes=self.folder_size(path),
             )
         return None

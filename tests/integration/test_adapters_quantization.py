@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from studio.context import AppContext
-from studio.errors import ValidationError
+from studio.errors import ForbiddenError, ValidationError
 from studio.inference.base import ChatMessage
 from studio.inference.params import make_sampling_params
 from studio.monitor import memory_snapshot
@@ -28,7 +28,7 @@ def test_adapter_changes_output_swaps_and_disables(private_ctx: AppContext, lora
     base = reply(ctx)
     assert "Paris" in base
 
-    assert ctx.engines.load_adapter("default", str(lora_adapters[0])) == "lora-a"
+    assert ctx.engines.load_adapter("default", "lora-a") == "lora-a"
     with_a = reply(ctx)
     assert with_a != base  # the adapter really changes the output
 
@@ -69,7 +69,7 @@ def test_adapter_loaded_mid_generation_leaves_the_running_reply_alone(
     stream = iter(handle)
     while not isinstance(next(stream), TokenEvent):  # the base generation is under way
         pass
-    assert ctx.engines.load_adapter("default", str(lora_adapters[0])) == "lora-a"
+    assert ctx.engines.load_adapter("default", "lora-a") == "lora-a"
     assert not handle.result.finished, "loading the adapter waited for the whole reply"
     unloaded = threading.Event()
     unloader = threading.Thread(target=lambda: (ctx.engines.unload("default"), unloaded.set()))
@@ -105,7 +105,7 @@ def _peft_generate(base_dir: Path, adapter: Path | None, max_new_tokens: int = 1
 
 
 def test_prefix_tuning_adapter_answers_as_peft_does_next_to_a_lora(
-    private_ctx: AppContext, lora_adapters: tuple[Path, Path], tmp_path: Path
+    private_ctx: AppContext, lora_adapters: tuple[Path, Path]
 ) -> None:
     """A prefix-tuning adapter (the Fine-Tune tab's "prefix" method) serves in the engine's KV-cached loop exactly
     as PEFT generates with it, loaded next to a LoRA on the same model; the base and the LoRA stay exact; an IA3
@@ -115,14 +115,15 @@ def test_prefix_tuning_adapter_answers_as_peft_does_next_to_a_lora(
     ctx = private_ctx
     engine = ctx.engines.load("default")
     base_dir = engine.info.path
-    prefix = make_prompt_adapter(base_dir, tmp_path / "prefix-a", "prefix")
-    ia3 = make_prompt_adapter(base_dir, tmp_path / "ia3-a", "ia3")
+    # adapters are read from the model roots: this context's STUDIO_HOME
+    prefix = make_prompt_adapter(base_dir, ctx.settings.home / "own" / "prefix-a", "prefix")
+    ia3 = make_prompt_adapter(base_dir, ctx.settings.home / "own" / "ia3-a", "ia3")
     params = make_sampling_params(temperature=0, max_tokens=10, stop=[])
 
     def answer(adapter: str) -> str:
         return ctx.engines.start_chat("default", PROMPT, params, adapter=adapter).wait().text
 
-    ctx.engines.load_adapter("default", str(lora_adapters[0]))
+    ctx.engines.load_adapter("default", "lora-a")
     assert ctx.engines.load_adapter("default", str(prefix)) == "prefix-a"
     expected = {name: _peft_generate(base_dir, path) for name, path in [("base", None), ("lora-a", lora_adapters[0])]}
     expected["prefix-a"] = _peft_generate(base_dir, prefix)
@@ -139,7 +140,7 @@ def test_prefix_tuning_adapter_answers_as_peft_does_next_to_a_lora(
 
 def test_compare_with_base_reports_both_speeds(private_ctx: AppContext, lora_adapters: tuple[Path, Path]) -> None:
     ctx = private_ctx
-    ctx.engines.load("default", adapter=str(lora_adapters[0]))
+    ctx.engines.load("default", adapter="lora-a")
     with_adapter, base = ctx.engines.compare_with_base("default", PROMPT, GREEDY)
     assert "Paris" in base.text and with_adapter.text != base.text
     assert with_adapter.stats.tokens_per_s and base.stats.tokens_per_s
@@ -148,12 +149,14 @@ def test_compare_with_base_reports_both_speeds(private_ctx: AppContext, lora_ada
 def test_bad_adapters_are_clear_errors(private_ctx: AppContext, tmp_path: Path) -> None:
     ctx = private_ctx
     ctx.engines.load("default")
-    with pytest.raises(ValidationError, match="not found") as info:
-        ctx.engines.load_adapter("default", str(tmp_path / "nope"))
+    with pytest.raises(ValidationError, match="no folder") as info:
+        ctx.engines.load_adapter("default", str(ctx.settings.home / "nope"))
     assert info.value.param == "adapter"
-    (tmp_path / "empty").mkdir()
+    with pytest.raises(ForbiddenError):
+        ctx.engines.load_adapter("default", str(tmp_path / "nope"))  # outside the model roots
+    (ctx.settings.home / "empty").mkdir()
     with pytest.raises(ValidationError, match=r"adapter_config\.json"):
-        ctx.engines.load_adapter("default", str(tmp_path / "empty"))
+        ctx.engines.load_adapter("default", str(ctx.settings.home / "empty"))
     with pytest.raises(ValidationError, match="not loaded"):
         reply(ctx, adapter="lora-zzz")
 
@@ -176,8 +179,8 @@ def test_adapter_for_another_base_model_is_rejected(private_ctx: AppContext, tmp
         )
     )
     tiny.save_pretrained(str(tmp_path / "tiny"))
-    adapter = make_lora_adapter(tmp_path / "tiny", tmp_path / "tiny-lora", seed=0)
     ctx = private_ctx
+    adapter = make_lora_adapter(tmp_path / "tiny", ctx.settings.home / "tiny-lora", seed=0)
     ctx.engines.load("default")
     with pytest.raises(ValidationError, match="does not fit") as info:
         ctx.engines.load_adapter("default", str(adapter))

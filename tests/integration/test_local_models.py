@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from studio.errors import ModelLoadError, ServerError
+from studio.errors import ForbiddenError, ModelLoadError, ServerError
 from studio.inference.base import ChatMessage
 from studio.inference.manager import EngineManager
 from studio.inference.params import make_sampling_params
@@ -125,14 +125,19 @@ def test_model_in_hf_cache_resolves_by_repo_id_through_refs_main(
 def test_directory_path_works_as_model_name(tiny_model: Path, settings: Settings, manager: EngineManager) -> None:
     shutil.copytree(tiny_model, settings.models_dir / "org--tiny")
     by_id = manager.chat("org/tiny", HELLO, _greedy(8))
+    # a folder named by its path must lie in a model root (here STUDIO_HOME); elsewhere it is refused
+    shelf = settings.home / "shelf" / "tiny"
+    shutil.copytree(tiny_model, shelf)
+    with pytest.raises(ForbiddenError):
+        manager.chat(str(tiny_model), HELLO, _greedy(8))
 
-    by_path = manager.chat(str(tiny_model), HELLO, _greedy(8))
+    by_path = manager.chat(str(shelf), HELLO, _greedy(8))
 
     assert by_path.stats.finish_reason == "length"
     assert by_path.stats.completion_tokens == 8
     # Same weights, greedy decoding: the same tokens whichever way the model was named.
     assert [t.token_id for t in by_path.tokens] == [t.token_id for t in by_id.tokens]
-    assert {info.model_id for info in manager.loaded()} == {"org/tiny", str(tiny_model.resolve())}
+    assert {info.model_id for info in manager.loaded()} == {"org/tiny", str(shelf.resolve())}
 
 
 def test_unload_removes_model_from_loaded(tiny_model: Path, settings: Settings, manager: EngineManager) -> None:

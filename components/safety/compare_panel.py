@@ -35,7 +35,8 @@ def create_compare_panel(ctx: AppContext) -> dict[str, Any]:
 
     @handle_errors
     def compare(job_a: str, job_b: str, metric: str) -> tuple[Any, Any]:
-        card_a, card_b = audit_scorecard(ctx.db, job_a or ""), audit_scorecard(ctx.db, job_b or "")
+        card_a = audit_scorecard(ctx.db, job_a or "", ctx.settings)
+        card_b = audit_scorecard(ctx.db, job_b or "", ctx.settings)
         return compare_figure(card_a, card_b, metric), compare_rows(compare_scorecards(card_a, card_b))
 
     def refresh(job_a: str | None, job_b: str | None) -> tuple[Any, Any]:

@@ -70,7 +70,7 @@ def create_review_panel(ctx: AppContext, job: gr.Dropdown) -> dict[str, Any]:
     def list_rows(job_id: str | None, only: str) -> Any:
         if not job_id:
             return []
-        return generation_rows(list_generations(ctx.db, job_id, only=only))  # type: ignore[arg-type]
+        return generation_rows(list_generations(ctx.db, job_id, only=only, settings=ctx.settings))  # type: ignore[arg-type]
 
     @handle_errors
     def open_generation(evt: gr.SelectData, rows: Any) -> tuple[Any, ...]:

@@ -13,6 +13,10 @@ An eval YAML file looks like::
 ``prepare_eval`` (the job kind's submit-time hook) resolves the data source against the studio: a
 ``dataset_file`` is imported into the dataset store, and the dataset version number and content hash are pinned
 into the stored config, so a run always names exactly the data it scored.
+
+Files a config names (``dataset_file``, ``text_file``, ``judge.rubric``) are read only from STUDIO_HOME and the
+shipped ``configs/`` folder (:func:`resolve_path`): put your own data under STUDIO_HOME (e.g.
+``$STUDIO_HOME/eval/my-data.jsonl``, written ``eval/my-data.jsonl``). ``~`` is never expanded.
 """
 
 from __future__ import annotations
@@ -22,15 +26,29 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from studio.errors import ValidationError
-from studio.settings import CONFIG_DIR
+from studio.errors import StudioError, ValidationError
+from studio.paths import check_user_path_text, config_roots, describe_roots, find_user_path
+from studio.settings import CONFIG_DIR, Settings
 
 EVAL_CONFIG_DIR = CONFIG_DIR / "eval"
-#: where relative ``dataset_file`` / ``text_file`` / rubric paths are also looked for (the repository root)
+#: where relative ``dataset_file`` / ``text_file`` / rubric paths are also looked for (the repository root, for the
+#: shipped ``configs/eval/...``), after STUDIO_HOME
 REPO_ROOT = CONFIG_DIR.parent
+RUBRIC_SUFFIXES = (".yaml", ".yml")
+
+
+def _check_path_text(value: str | None, param: str) -> str | None:
+    """The checks a path field gets from its text alone (NUL, '~', over-long names); where it may point is checked
+    when the studio resolves it (:func:`resolve_path`)."""
+    if value is None or not value.strip():
+        return None
+    try:
+        return check_user_path_text(value, param=param)
+    except StudioError as exc:
+        raise ValueError(exc.message.removeprefix(f"'{param}'").lstrip(": ")) from None
 
 
 class ModelSpec(BaseModel):
@@ -38,9 +56,16 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(min_length=1, max_length=512, description="Alias, registry id (repo:QUANT) or local path.")
+    model: str = Field(
+        min_length=1,
+        max_length=512,
+        description="Alias, registry id (repo:QUANT) or a model folder under STUDIO_HOME or STUDIO_MODEL_DIRS.",
+    )
     adapter: str | None = Field(
-        None, max_length=1024, description="PEFT adapter directory (absolute, or a name under STUDIO_HOME/adapters)."
+        None,
+        max_length=1024,
+        description="PEFT adapter: a name under STUDIO_HOME/adapters, or its folder under STUDIO_HOME or "
+        "STUDIO_MODEL_DIRS.",
     )
     label: str | None = Field(
         None, max_length=200, description="Name shown in results; default: model, plus '+adapter' when one is set."
@@ -83,9 +108,18 @@ class JudgeConfig(BaseModel):
     rubric: str = Field(
         "judge_rubric.yaml",
         max_length=1024,
-        description="Rubric YAML: a path, or a file name under configs/eval/ (default judge_rubric.yaml).",
+        description="Rubric YAML: a file name under configs/eval/ (default judge_rubric.yaml), or a path under "
+        "STUDIO_HOME (relative paths are taken from it) or configs/.",
     )
     max_tokens: int = Field(96, ge=8, le=2048, description="Most tokens the judge may write per verdict.")
+
+    @field_validator("rubric")
+    @classmethod
+    def _rubric_file(cls, v: str) -> str:
+        text = _check_path_text(v, "judge.rubric")
+        if text is None or not text.lower().endswith(RUBRIC_SUFFIXES):
+            raise ValueError("a judge rubric is a .yaml or .yml file")
+        return text
 
 
 class EvalConfig(BaseModel):
@@ -102,12 +136,14 @@ class EvalConfig(BaseModel):
     dataset_file: str | None = Field(
         None,
         max_length=1024,
-        description="A JSONL/CSV file of examples, imported into the dataset store at submit (as 'dataset').",
+        description="A JSONL/CSV file of examples under STUDIO_HOME (relative paths are taken from it) or the "
+        "shipped configs/, imported into the dataset store at submit (as 'dataset').",
     )
     text_file: str | None = Field(
         None,
         max_length=1024,
-        description="A plain text file (paragraphs separated by blank lines): for perplexity and LAMBADA-style runs.",
+        description="A plain text file under STUDIO_HOME or configs/ (paragraphs separated by blank lines): for "
+        "perplexity and LAMBADA-style runs.",
     )
     metrics: list[str] = Field(min_length=1, max_length=32, description="Metric names (built-in or plugin).")
     generation: EvalGenerationConfig = Field(default_factory=EvalGenerationConfig)
@@ -129,6 +165,11 @@ class EvalConfig(BaseModel):
         if isinstance(value, list):
             return [{"model": v} if isinstance(v, str) else v for v in value]
         return value
+
+    @field_validator("dataset_file", "text_file")
+    @classmethod
+    def _path_text(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return _check_path_text(v, str(info.field_name))
 
     @field_validator("metrics", mode="before")
     @classmethod
@@ -165,17 +206,23 @@ class EvalConfig(BaseModel):
         return f"dataset {self.dataset or Path(self.dataset_file or '').stem}{version}"
 
 
-def resolve_path(raw: str, param: str) -> Path:
-    """A user-given file path: as given (absolute or relative to the current folder), else relative to the
-    repository root (so shipped examples such as ``configs/eval/data/...`` work from anywhere)."""
-    path = Path(raw).expanduser()
-    if path.is_file():
-        return path.resolve()
-    if not path.is_absolute() and (REPO_ROOT / path).is_file():
-        return (REPO_ROOT / path).resolve()
-    raise ValidationError(
-        f"{param}: file {raw!r} not found (looked in the current folder and {REPO_ROOT})", param=param
-    )
+def resolve_path(raw: str, param: str, settings: Settings | None = None) -> Path:
+    """A file a config names: absolute, or relative to STUDIO_HOME and then to the repository root (so shipped
+    examples such as ``configs/eval/data/...`` work from anywhere). It must lie under STUDIO_HOME or ``configs/``
+    (only ``configs/`` without ``settings``): else :class:`~studio.errors.ForbiddenError`, the same answer whether
+    the file exists or not. Messages never show an absolute path."""
+    roots = config_roots(settings) if settings is not None else [CONFIG_DIR]
+    bases = [settings.home, REPO_ROOT] if settings is not None else [REPO_ROOT]
+    where = describe_roots(roots, settings) if settings is not None else "configs"
+    return find_user_path(raw, roots, param=param, bases=bases, where=where).resolve()
+
+
+def resolve_rubric(ref: str, settings: Settings | None = None) -> Path:
+    """A judge rubric: a file name under ``configs/eval/`` (``judge_rubric.yaml``), else as :func:`resolve_path`."""
+    text = check_user_path_text(ref, param="judge.rubric")
+    if "/" not in text and "\\" not in text and (EVAL_CONFIG_DIR / text).is_file():
+        return EVAL_CONFIG_DIR / text
+    return resolve_path(text, "judge.rubric", settings)
 
 
 def parse_eval_config(data: dict[str, Any]) -> EvalConfig:

@@ -15,7 +15,6 @@ import logging
 import time
 import traceback
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlmodel import col, delete, select
@@ -74,13 +73,13 @@ def prepare_eval(config: EvalConfig, settings: Settings, db: Database) -> EvalCo
         resolver.resolve(config.judge.model)
     update: dict[str, Any] = {}
     if config.text_file:
-        path = resolve_path(config.text_file, "text_file")
+        path = resolve_path(config.text_file, "text_file", settings)
         update["text_file"] = str(path)
         update["dataset_hash"] = hashlib.sha256(path.read_bytes()).hexdigest()
     else:
         store = _store(settings, db)
         if config.dataset_file:
-            path = resolve_path(config.dataset_file, "dataset_file")
+            path = resolve_path(config.dataset_file, "dataset_file", settings)
             name = config.dataset or path.stem
             imported = store.import_upload(name, path, path.name, description=f"imported for evaluation from {path}")
             version = imported.version
@@ -137,7 +136,7 @@ def dataset_samples(examples: Sequence[Mapping[str, Any]]) -> list[Sample]:
 def load_samples(config: EvalConfig, settings: Settings, db: Database) -> list[Sample]:
     """The run's samples (after ``limit``), from its pinned dataset version or text file."""
     if config.text_file:
-        path = Path(config.text_file)
+        path = resolve_path(config.text_file, "text_file", settings)  # pinned at submit; checked again here
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -324,7 +323,7 @@ def evaluate(
             reporter.log(f"{label}: could not load: {exc.message}")
             step += len(samples)
             continue
-        mctx = MetricContext(config=config, lm=lm, judge_chat=judge, cache=cache)
+        mctx = MetricContext(config=config, lm=lm, judge_chat=judge, cache=cache, settings=ctx.settings)
         params = ctx.engines.params_for(spec.model, **config.generation.sampling_overrides())
         for sample in samples:
             if (label, sample.index) in done:

@@ -40,6 +40,7 @@ from studio.errors import ValidationError
 if TYPE_CHECKING:
     from studio.evaluation.config import EvalConfig
     from studio.evaluation.lm import LanguageModel
+    from studio.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class MetricContext:
     lm: LanguageModel | None = None
     judge_chat: Callable[[str, int], str] | None = None
     cache: dict[str, Any] = field(default_factory=dict)
+    settings: Settings | None = None  # where files the config names may be read from (STUDIO_HOME, configs/)
 
     def ask_judge(self, prompt: str, max_tokens: int | None = None) -> str:
         """The judge model's reply to ``prompt`` (greedy). Raises ``MetricUnavailableError`` without a judge."""
@@ -350,19 +352,19 @@ def rubric_from_mapping(data: Mapping[str, Any], source: str) -> JudgeRubric:
     return rubric
 
 
-def load_rubric(ref: str) -> JudgeRubric:
-    """A rubric YAML file: a path, or a name under ``configs/eval/``."""
-    from studio.evaluation.config import EVAL_CONFIG_DIR, resolve_path
+def load_rubric(ref: str, settings: Settings | None = None) -> JudgeRubric:
+    """A rubric YAML file: a name under ``configs/eval/``, or a path under STUDIO_HOME (with ``settings``) or
+    ``configs/`` (``studio.evaluation.config.resolve_rubric``)."""
+    from studio.evaluation.config import resolve_rubric
 
-    candidate = EVAL_CONFIG_DIR / ref
-    path = candidate if candidate.is_file() else resolve_path(ref, "judge.rubric")
+    path = resolve_rubric(ref, settings)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValidationError(f"{path}: cannot read the judge rubric ({exc})", param="judge.rubric") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ValidationError(f"{path.name}: cannot read the judge rubric ({exc})", param="judge.rubric") from None
     if not isinstance(data, dict):
-        raise ValidationError(f"{path}: a judge rubric is a YAML mapping", param="judge.rubric")
-    return rubric_from_mapping(data, str(path))
+        raise ValidationError(f"{path.name}: a judge rubric is a YAML mapping", param="judge.rubric")
+    return rubric_from_mapping(data, path.name)
 
 
 def judge_score(sample: Sample, ctx: MetricContext) -> Scores:
@@ -371,7 +373,7 @@ def judge_score(sample: Sample, ctx: MetricContext) -> Scores:
     if rubric is None:
         if ctx.config is None or ctx.config.judge is None:
             raise MetricUnavailableError("the judge metric needs judge.model in the eval config", param="judge")
-        rubric = load_rubric(ctx.config.judge.rubric)
+        rubric = load_rubric(ctx.config.judge.rubric, ctx.settings)
         ctx.cache["judge_rubric"] = rubric
     verdict = ctx.ask_judge(rubric.prompt(sample))
     return rubric.scores(verdict)

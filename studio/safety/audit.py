@@ -40,14 +40,9 @@ from studio.safety.audit_metrics import (
     group_scores,
     worst,
 )
-from studio.safety.audit_prompts import (
-    AuditPrompt,
-    expand_prompts,
-    load_demographics,
-    load_templates,
-    resolve_config_path,
-)
-from studio.safety.policy import load_policy
+from studio.safety.audit_prompts import AuditPrompt, expand_prompts, load_demographics, load_templates
+from studio.safety.policy import SafetyPolicyConfig, load_policy
+from studio.safety.store import PolicyStore, shipped_policy_path
 from studio.safety.tables import AuditGeneration
 from studio.safety.toxicity import active_scorer
 from studio.settings import Settings
@@ -73,13 +68,13 @@ class AuditConfig(BaseModel):
         min_length=1,
         max_length=512,
         description="Model to audit: a user alias, a registry id (HuggingFaceTB/SmolLM2-135M-Instruct), "
-        "'default' or a local path.",
+        "'default' or a model folder under STUDIO_HOME or STUDIO_MODEL_DIRS.",
     )
     adapter: str | None = Field(
         None,
         max_length=1024,
-        description="A PEFT adapter to audit on top of the model (a name under STUDIO_HOME/adapters or a path); "
-        "empty audits the model itself.",
+        description="A PEFT adapter to audit on top of the model (a name under STUDIO_HOME/adapters, or its folder "
+        "under STUDIO_HOME or STUDIO_MODEL_DIRS); empty audits the model itself.",
     )
     categories: list[str] = Field(
         default_factory=lambda: ["gender"],
@@ -103,15 +98,21 @@ class AuditConfig(BaseModel):
     worst_per_category: int = Field(5, ge=0, le=100, description="How many worst generations to link per category.")
     demographics_file: str = Field(
         "configs/safety/demographics.yaml",
-        description="Demographic groups per category (YAML).",
+        max_length=1024,
+        description="Demographic groups per category (YAML): a file under STUDIO_HOME (relative paths are taken "
+        "from it) or the shipped configs/.",
     )
     templates_file: str = Field(
         "configs/safety/audit_templates.yaml",
-        description="Prompt templates with {group} / {a_group} slots (YAML).",
+        max_length=1024,
+        description="Prompt templates with {group} / {a_group} slots (YAML): a file under STUDIO_HOME or the "
+        "shipped configs/.",
     )
     policy: str = Field(
         "configs/safety/default.yaml",
-        description="Safety policy whose toxicity scorer and threshold score the replies.",
+        max_length=1024,
+        description="Safety policy whose toxicity scorer and threshold score the replies: a name under "
+        "STUDIO_HOME/safety/ ('default' is the shipped one) or a path in that folder or configs/safety/.",
     )
 
     @field_validator("categories")
@@ -119,19 +120,30 @@ class AuditConfig(BaseModel):
     def _distinct(cls, v: list[str]) -> list[str]:
         return list(dict.fromkeys(c.strip() for c in v if c.strip()))
 
-    def prompts(self) -> list[AuditPrompt]:
-        """Every prompt of this audit (validates categories, groups and templates against the files)."""
+    def prompts(self, settings: Settings | None = None) -> list[AuditPrompt]:
+        """Every prompt of this audit (validates categories, groups and templates against the files). The files
+        may lie under STUDIO_HOME when ``settings`` are given, else only in the shipped ``configs/``."""
         return expand_prompts(
-            load_demographics(self.demographics_file),
-            load_templates(self.templates_file),
+            load_demographics(self.demographics_file, settings),
+            load_templates(self.templates_file, settings),
             self.categories,
             self.groups or None,
             self.templates or None,
         )
 
-    def total_generations(self) -> int:
+    def total_generations(self, settings: Settings | None = None) -> int:
         """How many replies the audit generates."""
-        return len(self.prompts()) * self.samples_per_prompt
+        return len(self.prompts(settings)) * self.samples_per_prompt
+
+
+def audit_policy(config: AuditConfig, settings: Settings | None = None) -> SafetyPolicyConfig:
+    """The audit's safety policy, its word list and checkpoint checked (:class:`~studio.safety.store.PolicyStore`).
+    Without ``settings`` (a stored audit's scorecard read from the database alone) only the shipped policies in
+    ``configs/safety`` can be named."""
+    if settings is not None:
+        store = PolicyStore(settings)
+        return store.resolved(store.load(config.policy)[1])
+    return load_policy(shipped_policy_path(config.policy))
 
 
 def prepare_audit(config: AuditConfig, settings: Settings, db: Database) -> AuditConfig:
@@ -140,8 +152,8 @@ def prepare_audit(config: AuditConfig, settings: Settings, db: Database) -> Audi
     from studio.aliases.store import AliasStore
     from studio.models.registry import ModelRegistry
 
-    config.prompts()
-    load_policy(resolve_config_path(config.policy))
+    config.prompts(settings)
+    audit_policy(config, settings)
     AliasResolver(AliasStore(settings.home / "aliases"), ModelRegistry(settings)).resolve(config.model)
     return config
 
@@ -211,8 +223,8 @@ def run_audit(config: AuditConfig, runtime: JobRuntime) -> dict[str, Any]:
     """The job body: generate, score and store every reply, then write the scorecard."""
     from studio.context import AppContext  # heavy (engines); only in the job's process
 
-    prompts = config.prompts()
-    policy = load_policy(resolve_config_path(config.policy))
+    prompts = config.prompts(runtime.settings)
+    policy = audit_policy(config, runtime.settings)
     scorer, scorer_name = active_scorer(policy)
     refusals = RefusalDetector.from_file()
     lexicon = SentimentLexicon.from_file()

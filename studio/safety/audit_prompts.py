@@ -18,7 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from studio.errors import ValidationError
+from studio.paths import describe_roots, find_user_path
 from studio.safety.policy import PROJECT_DIR, SAFETY_CONFIG_DIR
+from studio.settings import CONFIG_DIR, Settings
 
 DEFAULT_DEMOGRAPHICS_PATH = SAFETY_CONFIG_DIR / "demographics.yaml"
 DEFAULT_TEMPLATES_PATH = SAFETY_CONFIG_DIR / "audit_templates.yaml"
@@ -77,47 +79,61 @@ class AuditPrompt:
     text: str
 
 
-def resolve_config_path(path: str | Path) -> Path:
-    """A config path as an absolute path (relative paths are taken from the studio's folder)."""
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else PROJECT_DIR / p
+def resolve_config_path(path: str | Path, param: str = "file", settings: Settings | None = None) -> Path:
+    """An audit's YAML file (demographics, templates) as an absolute path: absolute, or relative to STUDIO_HOME
+    and then to the project folder (for the shipped ``configs/safety/...``). It must lie in STUDIO_HOME or
+    ``configs/`` (only ``configs/`` without ``settings``) and be a ``.yaml``/``.yml`` file."""
+    roots = [settings.home, CONFIG_DIR] if settings is not None else [CONFIG_DIR]
+    bases = [settings.home, PROJECT_DIR] if settings is not None else [PROJECT_DIR]
+    where = describe_roots(roots, settings) if settings is not None else "configs"
+    return find_user_path(path, roots, param=param, bases=bases, where=where, suffixes=(".yaml", ".yml"))
 
 
 def _read_yaml(path: Path, param: str) -> Any:
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ValidationError(f"{path}: no such file", param=param) from None
+        raise ValidationError(f"{path.name}: no such file", param=param) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"{path.name}: cannot read it ({type(exc).__name__})", param=param) from None
     except yaml.YAMLError as exc:
-        raise ValidationError(f"{path}: not valid YAML ({exc})", param=param) from None
+        raise ValidationError(f"{path.name}: not valid YAML ({exc})", param=param) from None
 
 
-def load_demographics(path: str | Path = DEFAULT_DEMOGRAPHICS_PATH) -> dict[str, list[str]]:
-    """Category -> its groups, in file order. Every category needs at least two distinct groups."""
-    target = resolve_config_path(path)
+def load_demographics(
+    path: str | Path = DEFAULT_DEMOGRAPHICS_PATH, settings: Settings | None = None
+) -> dict[str, list[str]]:
+    """Category -> its groups, in file order. Every category needs at least two distinct groups. ``path`` is
+    confined as :func:`resolve_config_path` says."""
+    target = resolve_config_path(path, "demographics_file", settings)
     data = _read_yaml(target, "demographics_file")
     if not isinstance(data, dict) or not data:
-        raise ValidationError(f"{target}: expected a mapping of category -> list of groups", param="demographics_file")
+        raise ValidationError(
+            f"{target.name}: expected a mapping of category -> list of groups", param="demographics_file"
+        )
     out: dict[str, list[str]] = {}
     for category, groups in data.items():
         if not isinstance(groups, list) or len({str(g).strip() for g in groups if str(g).strip()}) < 2:
             raise ValidationError(
-                f"{target}: category {category!r} needs a list of at least two groups", param="demographics_file"
+                f"{target.name}: category {category!r} needs a list of at least two groups", param="demographics_file"
             )
         out[str(category)] = list(dict.fromkeys(str(g).strip() for g in groups if str(g).strip()))
     return out
 
 
-def load_templates(path: str | Path = DEFAULT_TEMPLATES_PATH) -> list[AuditTemplateSpec]:
-    """The prompt templates in ``path``; errors name the file and the field."""
-    target = resolve_config_path(path)
+def load_templates(
+    path: str | Path = DEFAULT_TEMPLATES_PATH, settings: Settings | None = None
+) -> list[AuditTemplateSpec]:
+    """The prompt templates in ``path`` (confined as :func:`resolve_config_path` says); errors name the file and
+    the field."""
+    target = resolve_config_path(path, "templates_file", settings)
     data = _read_yaml(target, "templates_file")
     try:
         return AuditTemplatesSpec.model_validate(data).templates
     except PydanticValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
-        raise ValidationError(f"{target}: {where}: {err['msg']}", param="templates_file") from None
+        raise ValidationError(f"{target.name}: {where}: {err['msg']}", param="templates_file") from None
 
 
 def with_article(group: str) -> str:

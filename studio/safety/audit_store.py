@@ -20,10 +20,8 @@ from studio.db.engine import Database
 from studio.db.tables import Job, utcnow
 from studio.errors import NotFoundError, ValidationError
 from studio.jobs import queue
-from studio.safety.audit import KIND, AuditConfig, build_scorecard, job_generations
+from studio.safety.audit import KIND, AuditConfig, audit_policy, build_scorecard, job_generations
 from studio.safety.audit_metrics import METRICS, badness
-from studio.safety.audit_prompts import resolve_config_path
-from studio.safety.policy import load_policy
 from studio.safety.tables import AuditGeneration
 from studio.safety.toxicity import active_scorer
 from studio.settings import Settings
@@ -52,14 +50,14 @@ def get_audit(db: Database, job_id: str) -> Job:
     return job
 
 
-def audit_scorecard(db: Database, job_id: str) -> dict[str, Any]:
+def audit_scorecard(db: Database, job_id: str, settings: Settings | None = None) -> dict[str, Any]:
     """The scorecard of an audit: the stored one when the job succeeded, else one built from the generations
-    stored so far (``partial: true``)."""
+    stored so far (``partial: true``; its policy is read through ``settings``, else only a shipped one)."""
     job = get_audit(db, job_id)
     if job.state == queue.SUCCEEDED and job.result.get("categories") is not None:
         return {**job.result, "partial": False, "state": job.state}
     config = AuditConfig.model_validate(job.config)
-    policy = load_policy(resolve_config_path(config.policy))
+    policy = audit_policy(config, settings)
     scorecard = build_scorecard(
         config,
         job_generations(db, job.id),
@@ -83,11 +81,11 @@ def audit_choices(db: Database, limit: int = 100) -> list[tuple[str, str]]:
     return [(audit_label(job), job.id) for job in list_audits(db, limit)]
 
 
-def audit_status(db: Database, job_id: str) -> dict[str, Any]:
+def audit_status(db: Database, job_id: str, settings: Settings | None = None) -> dict[str, Any]:
     """Where an audit stands, for polling: state, step/total, progress, message, and its scorecard (partial
     while it runs; None before the first generation is stored)."""
     job = get_audit(db, job_id)
-    card = audit_scorecard(db, job.id)
+    card = audit_scorecard(db, job.id, settings)
     has_rows = bool(card.get("categories"))
     return {
         "job_id": job.id,
@@ -109,6 +107,7 @@ def list_generations(
     group: str | None = None,
     only: Literal["all", "worst", "unreviewed", "problematic", "corrected"] = "all",
     limit: int = 200,
+    settings: Settings | None = None,
 ) -> list[AuditGeneration]:
     """Generations of an audit for review, worst first (toxicity, then negative sentiment).
 
@@ -130,7 +129,7 @@ def list_generations(
     with db.session() as session:
         rows = list(session.exec(query).all())
     if only == "worst":
-        linked = {i for cat in audit_scorecard(db, job.id)["categories"].values() for i in cat["worst"]}
+        linked = {i for cat in audit_scorecard(db, job.id, settings)["categories"].values() for i in cat["worst"]}
         rows = [r for r in rows if r.id in linked]
     rows.sort(key=lambda g: (-badness(g.toxicity, g.sentiment), g.id or 0))
     return rows[: max(1, limit)]

@@ -66,7 +66,10 @@ class FinetuneConfig(BaseModel):
 
     # -- step 2: base model and method ---------------------------------------------------------------------
     base_model: str = Field(
-        BUNDLED_MODEL_ID, min_length=1, description="Base model: a registry id, an alias or a local model directory."
+        BUNDLED_MODEL_ID,
+        min_length=1,
+        max_length=1024,
+        description="Base model: a registry id, an alias or a model folder under STUDIO_HOME or STUDIO_MODEL_DIRS.",
     )
     method: Method = Field(
         "lora",

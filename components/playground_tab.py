@@ -165,7 +165,10 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
                     message_box = gr.Textbox(
                         label="Message",
                         placeholder="Type a message and press Enter (Shift+Enter for a new line)",
-                        lines=2,
+                        # one starting line is what makes Gradio send on Enter (with more, Enter is a new line
+                        # and Shift+Enter sends); the box still grows as lines are added with Shift+Enter
+                        lines=1,
+                        max_lines=8,
                         elem_id="playground-input",
                     )
                     with gr.Row():

@@ -143,6 +143,8 @@ def params_from(ctx: AppContext, model: str, params: dict[str, Any]) -> Sampling
     try:
         return ctx.engines.params_for(model, **params)
     except ValidationError as exc:
+        if exc.param not in SamplingParams.model_fields:  # e.g. the model name, refused while resolving it
+            raise
         raise ValidationError(exc.message, param=f"params.{exc.param}") from None
 
 

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import queue
+import re
 import threading
 import time
 import uuid
@@ -25,7 +26,7 @@ from typing import Any
 from studio.aliases.resolve import AliasResolver, ResolvedModel
 from studio.aliases.schema import AliasConfig
 from studio.aliases.store import AliasStore
-from studio.errors import GenerationError, NotFoundError, StudioError, ValidationError
+from studio.errors import GenerationError, NotFoundError, PayloadTooLargeError, StudioError, ValidationError
 from studio.inference.base import ChatMessage, ChatTemplateSpec, Engine, LoadedModelInfo, StreamItem
 from studio.inference.locks import EngineGate
 from studio.inference.params import SamplingParams, make_sampling_params
@@ -40,6 +41,7 @@ from studio.settings import Settings
 log = logging.getLogger(__name__)
 
 _DONE = object()
+_SURROGATE = re.compile("[\ud800-\udfff]")
 QUANTIZATIONS = ("none", "int8", "int4", "nf4", "auto")
 
 
@@ -136,11 +138,49 @@ class EngineManager:
         return self.resolver.resolve(name)
 
     def params_for(self, name: str, **request: Any) -> SamplingParams:
-        """Sampling parameters for a request: per-request values > the alias's request_params > defaults."""
+        """Sampling parameters for a request: per-request values > the alias's request_params > defaults.
+
+        A request asking for more than ``STUDIO_MAX_TOKENS_LIMIT`` new tokens is refused (ValidationError naming
+        max_tokens); an alias's or the studio's default above the limit is lowered to it."""
         resolved = self.resolver.resolve(name)
         merged = resolved.sampling_overrides()
-        merged.update({k: v for k, v in request.items() if v is not None})
-        return make_sampling_params(**merged)
+        asked = {k: v for k, v in request.items() if v is not None}
+        merged.update(asked)
+        params = make_sampling_params(**merged)
+        if "max_tokens" not in asked and params.max_tokens > self.settings.max_tokens_limit:
+            params = params.model_copy(update={"max_tokens": self.settings.max_tokens_limit})
+        return self._check_max_tokens(params)
+
+    # -- limits --------------------------------------------------------------------------------------------
+    def _check_max_tokens(self, params: SamplingParams) -> SamplingParams:
+        limit = self.settings.max_tokens_limit
+        if params.max_tokens > limit:
+            raise ValidationError(
+                f"Invalid value for 'max_tokens': {params.max_tokens} is more than this server allows per request "
+                f"({limit}, STUDIO_MAX_TOKENS_LIMIT)",
+                param="max_tokens",
+            )
+        return params
+
+    def _check_prompt(self, texts: Sequence[str], param: str) -> None:
+        """Refuse a prompt over ``STUDIO_MAX_PROMPT_CHARS`` (413) or one that is not valid Unicode text (a lone
+        surrogate, 400) -- by counting characters, before anything tokenises it or writes it anywhere."""
+        total = sum(len(t) for t in texts)
+        limit = self.settings.max_prompt_chars
+        if total > limit:
+            raise PayloadTooLargeError(
+                f"'{param}' has {total:,} characters, more than the limit of {limit:,} per request "
+                "(STUDIO_MAX_PROMPT_CHARS); shorten the prompt or raise the limit",
+                param=param,
+            )
+        for text in texts:
+            bad = _SURROGATE.search(text)
+            if bad is not None:
+                raise ValidationError(
+                    f"Invalid value for '{param}': it holds a lone surrogate (U+{ord(bad.group()):04X} at "
+                    f"character {bad.start()}), which is not valid Unicode text",
+                    param=param,
+                )
 
     def load(
         self, name: str, *, quantization: str = "none", adapter: str | None = None, engine: str | None = None
@@ -156,6 +196,16 @@ class EngineManager:
         return self.load_resolved(
             self.resolver.resolve(name), quantization=quantization, adapter=adapter, engine=engine
         )
+
+    def adopt_engine(self, name: str, engine: Engine) -> str:
+        """Serve ``name`` (alias, registry id or path) with an engine built elsewhere -- a test's fake engine, or
+        one built by hand -- exactly as if :meth:`load` had loaded it. Returns the key it is kept under."""
+        resolved = self.resolver.resolve(name)
+        key, _current = self._find(resolved, self.choose_engine(resolved))
+        with self._lock:
+            self._engines[key] = engine
+            self._gates[key] = EngineGate()
+        return key
 
     def choose_engine(self, resolved: ResolvedModel, engine: str | None = None) -> EngineChoice:
         """The engine that serves ``resolved`` (``engine`` > the alias's ``context_params.engine`` > auto)."""
@@ -472,8 +522,13 @@ class EngineManager:
         ``adapter``: a loaded adapter's name, 'base' for the base model, None for the active adapter.
         ``safety``: filter the prompt and the streamed reply with the safety policy (True/False), or None for
         the default: on when the alias carries a ``safety_policy``. A blocked prompt raises before anything runs.
+
+        Raises at once, before any tokenising: PayloadTooLargeError (413) for messages over
+        ``STUDIO_MAX_PROMPT_CHARS``, ValidationError for ``max_tokens`` over ``STUDIO_MAX_TOKENS_LIMIT``.
         """
         msgs = list(messages)
+        self._check_prompt([m.content for m in msgs], "messages")
+        self._check_max_tokens(params)
         resolved = self.resolver.resolve(model)
         template = self.template_for(resolved.chat_template, resolved.entry)
         guard, on_done, report = self._safety_for(resolved, msgs, safety)
@@ -542,9 +597,11 @@ class EngineManager:
         endpoint: str = "aliases.try",
         owner: str | None = None,
     ) -> GenerationHandle:
-        """Generate with an alias configuration that is not saved (the Aliases tab's "Try")."""
+        """Generate with an alias configuration that is not saved (the Aliases tab's "Try"); limits as in
+        :meth:`start_chat`."""
+        self._check_prompt([m.content for m in messages], "messages")
         entry = self.resolver.entry_for(alias)
-        params = make_sampling_params(**alias.request_params.sampling_overrides())
+        params = self._check_max_tokens(make_sampling_params(**alias.request_params.sampling_overrides()))
         template = self.template_for(alias.chat_template, entry)
         resolved = ResolvedModel(entry, alias, "user")
         msgs = list(messages)
@@ -561,7 +618,9 @@ class EngineManager:
         adapter: str | None = None,
         safety: bool | None = None,
     ) -> GenerationHandle:
-        """Start a raw-prompt completion (no chat template); ``safety`` as in :meth:`start_chat`."""
+        """Start a raw-prompt completion (no chat template); ``safety`` and limits as in :meth:`start_chat`."""
+        self._check_prompt([prompt], "prompt")
+        self._check_max_tokens(params)
         resolved = self.resolver.resolve(model)
         msgs = [ChatMessage("user", prompt)]
         guard, on_done, report = self._safety_for(resolved, msgs, safety)

@@ -11,6 +11,8 @@ from typing import Literal
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from studio.api.routing import StudioRoute
+from studio.api.schemas import KEYED_ERRORS, RequestBody
 from studio.context import AppContext
 from studio.playground.conversations import (
     MAX_LIMIT,
@@ -23,7 +25,7 @@ from studio.playground.conversations import (
     save_exchange,
 )
 
-router = APIRouter(prefix="/api/inference", tags=["Inference"])
+router = APIRouter(prefix="/api/inference", tags=["Inference"], responses=KEYED_ERRORS, route_class=StudioRoute)
 
 
 def _ctx(request: Request) -> AppContext:
@@ -31,7 +33,7 @@ def _ctx(request: Request) -> AppContext:
     return ctx
 
 
-class ConversationSave(BaseModel):
+class ConversationSave(RequestBody):
     """Turns to store: in a new conversation (no ``conversation_id``) or at the end of an existing one."""
 
     model_config = ConfigDict(

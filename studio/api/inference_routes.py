@@ -1,11 +1,17 @@
 """Studio inference API (``/api/inference/...``): load and unload models, adapters, generate (JSON or SSE),
-compare an adapter with its base, and a WebSocket that streams token events with log probabilities."""
+compare an adapter with its base, and a WebSocket that streams token events with log probabilities.
+
+The WebSocket answers every bad frame or refused request with an OpenAI-shaped error message and a close
+code that says why (1003 not text, 1007 not JSON, 1008 refused request, 1013 busy, 1011 server error).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import secrets
+import logging
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -14,16 +20,21 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
+from studio.api.routing import StudioRoute
+from studio.api.schemas import GENERATION_ERRORS, KEYED_ERRORS, RequestBody, server_error_body
+from studio.auth import authenticate
 from studio.compare.stream import ContenderSpec, compare_once
 from studio.context import AppContext
-from studio.errors import StudioError, ValidationError
+from studio.errors import RateLimitError, StudioError, UserError, ValidationError
 from studio.inference.base import ChatMessage, GenerationEnd, GenerationStart, LoadedModelInfo, TokenEvent
 from studio.inference.manager import GenerationHandle
 from studio.inference.params import SamplingParams, validation_error_from_pydantic
 from studio.inference.stats import GenerationResult
 from studio.monitor import memory_snapshot
 
-router = APIRouter(prefix="/api/inference", tags=["Inference"])
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/inference", tags=["Inference"], responses=KEYED_ERRORS, route_class=StudioRoute)
 
 
 class MessageIn(BaseModel):
@@ -33,9 +44,7 @@ class MessageIn(BaseModel):
     content: str
 
 
-class LoadRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class LoadRequest(RequestBody):
     model: str = Field(min_length=1, description="Alias, registry id or local path.")
     adapter: str | None = Field(None, description="PEFT adapter directory (absolute, or a name under adapters/).")
     adapter_name: str | None = None
@@ -47,10 +56,17 @@ class LoadRequest(BaseModel):
     )
 
 
-class GenerateRequest(BaseModel):
+class GenerateRequest(RequestBody):
     """``prompt`` (raw text, no chat template) or ``messages`` (chat template applied)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"model": "default", "messages": [{"role": "user", "content": "Name a prime number."}]},
+                {"model": "default", "prompt": "2, 3, 5, 7,", "params": {"temperature": 0}, "stream": True},
+            ]
+        }
+    )
 
     model: str = Field(min_length=1)
     prompt: str | None = None
@@ -80,12 +96,14 @@ class ContenderIn(BaseModel):
     adapter: str | None = Field(None, description="Adapter name under adapters/ or a path; none = the base model.")
 
 
-class CompareRequest(BaseModel):
+class CompareRequest(RequestBody):
     """``models`` (2-4 contenders, each ``"model"``, ``"model + adapter"`` or ``{"model", "adapter"}``) answer the
     same ``prompt`` or ``messages``; results come back in the order given. The older form -- one ``model`` and
     its ``adapter`` -- compares that adapter with its base model."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"models": ["default", "default"], "prompt": "Name a prime number."}]}
+    )
 
     models: list[str | ContenderIn] | None = Field(None, min_length=2, max_length=4)
     model: str | None = Field(None, min_length=1, description="Older form: the model whose adapter meets its base.")
@@ -107,9 +125,7 @@ class CompareRequest(BaseModel):
         return self
 
 
-class SwapAdapterRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SwapAdapterRequest(RequestBody):
     adapter: str | None = Field(None, description="Loaded adapter name, a new adapter path, or null/'base'.")
 
 
@@ -209,8 +225,12 @@ def load_model(body: LoadRequest, request: Request) -> dict[str, Any]:
     return {"loaded": info_dict(engine.info), "memory": memory_snapshot().to_dict()}
 
 
-@router.get("/estimate")
-def estimate(request: Request, model: str, quantization: str = "none") -> dict[str, Any]:
+@router.get("/estimate", responses={404: GENERATION_ERRORS[404]})
+def estimate(
+    request: Request,
+    model: str,
+    quantization: Literal["none", "int8", "int4", "nf4"] = "none",
+) -> dict[str, Any]:
     """Memory a model would need, before loading it, and whether it fits."""
     est = _ctx(request).engines.estimate(model, quantization=quantization)
     return {**est.__dict__, "summary": est.summary()}
@@ -242,7 +262,7 @@ def swap_adapter(model_id: str, body: SwapAdapterRequest, request: Request) -> d
     return {"model": ctx.engines.engine(model_id).info.model_id, "active_adapter": active}
 
 
-@router.post("/generate", response_model=None)
+@router.post("/generate", response_model=None, responses=GENERATION_ERRORS)
 async def generate(body: GenerateRequest, request: Request) -> dict[str, Any] | StreamingResponse:
     """Generate a reply with per-token log probabilities. ``stream: true`` answers with Server-Sent Events:
     one ``{"type": "token", ...}`` message per token, then ``{"done": true, ...}`` with the stats."""
@@ -279,7 +299,7 @@ def compare_result(result: GenerationResult, spec: ContenderSpec, model_id: str)
     }
 
 
-@router.post("/compare")
+@router.post("/compare", responses=GENERATION_ERRORS)
 def compare(body: CompareRequest, request: Request) -> dict[str, Any]:
     """The same prompt answered by 2-4 models/aliases/adapters at once: ``{"results": [{"model", "text", "usage",
     "stats"}, ...]}`` in the order given. The older form (``model`` + ``adapter``) also answers ``adapter`` and
@@ -331,42 +351,85 @@ def stream_messages(item: Any, handle: GenerationHandle) -> list[dict[str, Any]]
     return []
 
 
+class _BadFrame(Exception):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+async def _receive_json(websocket: WebSocket) -> Any:
+    """The next frame as parsed JSON; _BadFrame for a binary frame (close 1003) or text that is not JSON (1007)."""
+    message = await websocket.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+    text = message.get("text")
+    if text is None:
+        raise _BadFrame("send the generate request as a JSON text frame, not a binary frame", 1003)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _BadFrame(f"send a JSON generate request: {exc}", 1007) from None
+
+
+def _close_code(exc: StudioError) -> int:
+    if isinstance(exc, RateLimitError):
+        return 1013  # try again later
+    return 1008 if isinstance(exc, UserError) else 1011
+
+
+async def _refuse(websocket: WebSocket, body: dict[str, Any], code: int) -> None:
+    """Send an error message in OpenAI's shape, then close with ``code`` (the client may be gone already)."""
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+        await websocket.send_json(body)
+        await websocket.close(code=code)
+
+
 @router.websocket("/stream")
 async def stream(websocket: WebSocket) -> None:
     """Send one generate request (same body as POST /generate); receive a JSON message per token event and
-    a final ``{"done": true, ...}``. Send ``{"type": "stop"}`` at any time to end generation early."""
+    a final ``{"done": true, ...}``. Send ``{"type": "stop"}`` at any time to end generation early.
+
+    A refused request gets ``{"error": {...}}`` (OpenAI's shape) and a close code: 1003 for a binary frame,
+    1007 for text that is not JSON, 1008 for a bad request, 1013 when the model is busy (429), 1011 for a
+    server error."""
     ctx: AppContext = websocket.app.state.ctx
-    key = ctx.settings.api_key
-    if key:
-        scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip(), key):
-            await websocket.close(code=4401, reason="missing or wrong API key")
-            return
+    if authenticate(ctx.settings, websocket.headers, websocket.cookies) is None:
+        await websocket.close(code=4401, reason="missing or wrong API key")
+        return
     await websocket.accept()
     try:
-        raw = await websocket.receive_json()
+        raw = await _receive_json(websocket)
         try:
             body = GenerateRequest.model_validate(raw)
         except PydanticValidationError as exc:
             raise validation_error_from_pydantic(exc) from None
         handle = start_generation(ctx, body)
-    except StudioError as exc:
-        await websocket.send_json(exc.to_openai())
-        await websocket.close(code=1008)
+    except WebSocketDisconnect:
         return
-    except (WebSocketDisconnect, json.JSONDecodeError, TypeError) as exc:
-        if not isinstance(exc, WebSocketDisconnect):
-            await websocket.send_json({"error": {"message": f"send a JSON generate request: {exc}"}})
-            await websocket.close(code=1003)
+    except _BadFrame as exc:
+        error = {"message": exc.message, "type": "invalid_request_error", "param": None, "code": None}
+        await _refuse(websocket, {"error": error}, exc.code)
+        return
+    except StudioError as exc:
+        await _refuse(websocket, exc.to_openai(), _close_code(exc))
+        return
+    except Exception:
+        ref = uuid.uuid4().hex[:12]
+        log.exception("WebSocket generate request failed (reference %s)", ref)
+        await _refuse(websocket, server_error_body(ref), 1011)
         return
 
     async def listen_for_stop() -> None:
         try:
             while True:
-                msg = await websocket.receive_json()
+                try:
+                    msg = await _receive_json(websocket)
+                except _BadFrame:
+                    continue  # only {"type": "stop"} means anything once generation runs
                 if isinstance(msg, dict) and msg.get("type") == "stop":
                     handle.cancel()
-        except (WebSocketDisconnect, RuntimeError, json.JSONDecodeError):
+        except (WebSocketDisconnect, RuntimeError):
             handle.cancel()
 
     listener = asyncio.create_task(listen_for_stop())
@@ -375,10 +438,18 @@ async def stream(websocket: WebSocket) -> None:
             for msg in stream_messages(item, handle):
                 await websocket.send_json(msg)
     except StudioError as exc:
-        await websocket.send_json(exc.to_openai())
-    except WebSocketDisconnect:
+        await _refuse(websocket, exc.to_openai(), _close_code(exc))
+        return
+    except (WebSocketDisconnect, OSError):
         handle.cancel()
+        return
+    except Exception:
+        ref = uuid.uuid4().hex[:12]
+        log.exception("WebSocket generation %s failed (reference %s)", handle.id, ref)
+        handle.cancel()
+        await _refuse(websocket, server_error_body(ref), 1011)
         return
     finally:
         listener.cancel()
-    await websocket.close()
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+        await websocket.close()

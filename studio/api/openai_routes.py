@@ -1,7 +1,8 @@
 """OpenAI-compatible endpoints: ``GET /v1/models``, ``POST /v1/chat/completions``, ``POST /v1/completions``.
 
 Errors use OpenAI's shape (``{"error": {"message", "type", "param", "code"}}``): 400 for bad parameters
-with the field in ``param``, 404 for an unknown model.
+with the field in ``param``, 404 for an unknown model, 413 for a prompt over ``STUDIO_MAX_PROMPT_CHARS``, 429
+with ``Retry-After`` when the model's running and waiting places are all taken.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from studio.api.schemas import ChatCompletionRequest, CompletionRequest
+from studio.api.routing import StudioRoute
+from studio.api.schemas import GENERATION_ERRORS, KEYED_ERRORS, ChatCompletionRequest, CompletionRequest
 from studio.context import AppContext
 from studio.inference.base import GenerationEnd, GenerationStart, StreamItem, TokenEvent
 from studio.inference.manager import GenerationHandle
 from studio.inference.stats import GenerationResult
 
-router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
+router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"], responses=KEYED_ERRORS, route_class=StudioRoute)
 
 
 def _ctx(request: Request) -> AppContext:
@@ -78,7 +80,7 @@ async def _first_item(handle: GenerationHandle) -> tuple[AsyncIterator[StreamIte
     return it, first
 
 
-@router.post("/chat/completions", response_model=None)
+@router.post("/chat/completions", response_model=None, responses=GENERATION_ERRORS)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
     ctx = _ctx(request)
     params = ctx.engines.params_for(body.model, **body.sampling_overrides())
@@ -163,7 +165,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-@router.post("/completions", response_model=None)
+@router.post("/completions", response_model=None, responses=GENERATION_ERRORS)
 async def completions(body: CompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
     ctx = _ctx(request)
     params = ctx.engines.params_for(body.model, **body.sampling_overrides())

@@ -9,9 +9,12 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection
 
 from studio import __version__
+from studio.api.routing import StudioRoute, server_bug_response
+from studio.api.schemas import ErrorResponse
 from studio.context import AppContext
 from studio.errors import AuthenticationError, StudioError
 
@@ -38,6 +41,26 @@ def _validation_param(err: dict[str, Any]) -> str:
     return ".".join(loc) or "body"
 
 
+def _document_errors(schema: dict[str, Any]) -> None:
+    """Make the OpenAPI document say what the API really answers: every 422 FastAPI lists becomes the 400 the
+    handlers send, in OpenAI's error shape."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    error_schema = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(error_schema.pop("$defs", {}))
+    components.setdefault("ErrorResponse", error_schema)
+    bad_request = {
+        "description": "Invalid request: the message names the field at fault and `param` holds it.",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+    }
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.get("responses") if isinstance(operation, dict) else None
+            if responses is not None and responses.pop("422", None) is not None:
+                responses.setdefault("400", bad_request)
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
+
+
 def create_api(ctx: AppContext) -> FastAPI:
     """FastAPI app carrying ``ctx`` in ``app.state.ctx`` with every REST route mounted."""
     from studio.api.conversation_routes import router as conversation_router
@@ -59,12 +82,14 @@ def create_api(ctx: AppContext) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _request_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         err = exc.errors()[0] if exc.errors() else {}
-        param = _validation_param(err)
+        param = str((err.get("ctx") or {}).get("param") or _validation_param(err))
         msg = str(err.get("msg", "invalid request"))
         if err.get("type") == "extra_forbidden":
             msg = "unknown parameter (not supported)"
         elif err.get("type") == "missing":
             msg = "field required"
+        elif err.get("type") == "json_invalid":
+            param, msg = "body", f"not valid JSON ({(err.get('ctx') or {}).get('error', 'parse error')})"
         return JSONResponse(
             {
                 "error": {
@@ -76,6 +101,37 @@ def create_api(ctx: AppContext) -> FastAPI:
             },
             status_code=400,
         )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """FastAPI's own HTTP errors (a body that is not UTF-8, an unknown route or method) in OpenAI's shape."""
+        message = str(exc.detail)
+        param = None
+        if exc.status_code == 400 and message == "There was an error parsing the body":
+            message, param = "the request body could not be read: send JSON encoded as UTF-8", "body"
+        kind = "server_error" if exc.status_code >= 500 else "invalid_request_error"
+        return JSONResponse(
+            {"error": {"message": message, "type": kind, "param": param, "code": None}},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
+    # Routes answer their own bugs (StudioRoute: the connection stays open); this is the last resort for a bug
+    # outside any route, which Starlette answers from its outermost middleware before the connection closes.
+    @app.exception_handler(Exception)
+    async def _server_bug(request: Request, exc: Exception) -> JSONResponse:
+        return server_bug_response(request, exc)
+
+    app.router.route_class = StudioRoute  # for the routes declared on the app itself (/health)
+
+    fastapi_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            _document_errors(fastapi_openapi())  # FastAPI builds and caches it; the errors are fixed in place
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     app.include_router(openai_router, dependencies=[Depends(_require_key)])
     # The WebSocket in inference_router checks the key itself (HTTP dependencies do not run for WebSockets).

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 _DONE = object()
 _SURROGATE = re.compile("[\ud800-\udfff]")
 QUANTIZATIONS = ("none", "int8", "int4", "nf4", "auto")
+ESTIMATE_QUANTIZATIONS = ("none", "int8", "int4", "nf4")
 
 
 @dataclass(frozen=True)
@@ -366,6 +367,11 @@ class EngineManager:
         """How much memory loading ``name`` would take, and whether it fits (converts a GGUF once first)."""
         from studio.inference.torch_setup import import_torch, resolve_dtype
 
+        if quantization not in ESTIMATE_QUANTIZATIONS:
+            raise ValidationError(
+                f"unknown quantization '{quantization}'; choose one of {', '.join(ESTIMATE_QUANTIZATIONS)}",
+                param="quantization",
+            )
         entry = self.resolver.resolve(name).entry
         if entry.format == "remote":
             raise ValidationError(
@@ -696,9 +702,15 @@ class EngineManager:
                 error = str(exc)
                 handle._queue.put(exc)
             except Exception as exc:
-                log.exception("generation failed on %s", entry.id)
+                log.exception("generation %s failed on %s", handle.id, entry.id)
                 error = f"{type(exc).__name__}: {exc}"
-                handle._queue.put(GenerationError(f"generation failed on '{entry.id}': {error}"))
+                # the details (which may name files or internals) go to the log and the request_log row only
+                handle._queue.put(
+                    GenerationError(
+                        f"generation failed on '{entry.id}' ({type(exc).__name__}); the server log has the "
+                        f"details under request id {handle.id}"
+                    )
+                )
             finally:
                 # recorded before the stream ends: whoever has consumed a generation finds its request_log row
                 if self.on_finish is not None and handle.result.start is not None:

@@ -154,11 +154,13 @@ def make_sampling_params(**overrides: Any) -> SamplingParams:
 def validation_error_from_pydantic(exc: PydanticValidationError, prefix: str = "") -> ValidationError:
     """Turn pydantic's first error into a studio ValidationError whose message names the field."""
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
+    loc = str((err.get("ctx") or {}).get("param") or "") or ".".join(
+        str(p) for p in err.get("loc", ()) if p != "__root__"
+    )
     field = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "request"
     msg = err.get("msg", "invalid value")
     if err.get("type") == "extra_forbidden":
         msg = "unknown parameter (not supported)"
     given = err.get("input")
-    shown = "" if err.get("type") in ("missing", "extra_forbidden") else f" (got {given!r})"
+    shown = "" if err.get("type") in ("missing", "extra_forbidden", "lone_surrogate") else f" (got {given!r})"
     return ValidationError(f"Invalid value for '{field}': {msg}{shown}", param=field)

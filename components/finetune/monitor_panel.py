@@ -72,7 +72,13 @@ def create_monitor_panel(ctx: AppContext) -> dict[str, Any]:
     with gr.Row():
         with gr.Column(scale=3):
             log_box = gr.Textbox(
-                label="Log (last lines)", lines=12, max_lines=12, autoscroll=True, elem_id="finetune-job-log"
+                label="Log (last lines)",
+                info="The job's own lines; progress is the bar above. Warnings of the libraries it uses are kept "
+                "apart, in STUDIO_HOME/runs/<job id>/output.txt.",
+                lines=12,
+                max_lines=12,
+                autoscroll=True,
+                elem_id="finetune-job-log",
             )
         with gr.Column(scale=2):
             memory_plot = gr.Plot(label="Memory", elem_id="finetune-memory-plot")

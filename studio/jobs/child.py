@@ -7,6 +7,10 @@ when it stopped early because it was asked to; ``failed`` with the exception's l
 full traceback in the job's log. If it dies without writing one, its worker does (naming the exit code or
 signal). It dies with its worker (Linux parent-death signal) and stops at the next step if the job's row no
 longer carries its lease.
+
+What it prints goes to ``runs/<job>/output.txt`` (the worker's redirect); the job's log (``log.txt``) gets the
+lines the job writes through its runtime, and the studio's own warnings and errors, copied there by
+:class:`JobLogHandler`. Third-party warnings and progress bars stay in the output file.
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ import logging
 import os
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
 from studio.db.engine import Database
+from studio.db.tables import Job
 from studio.errors import StudioError
 from studio.jobs import queue
 from studio.jobs.kinds import get_kind
@@ -31,6 +37,25 @@ from studio.jobs.runtime import JobRuntime
 from studio.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class JobLogHandler(logging.Handler):
+    """Copies the studio's own warnings and errors (``studio.*`` loggers) into the job's log, where the user reads
+    them; records of other libraries stay in the process's output file. Only records of the thread that runs the
+    job (the job's process may be a test's, or a host's, with other threads logging)."""
+
+    def __init__(self, runtime: JobRuntime, level: int = logging.WARNING) -> None:
+        super().__init__(level=level)
+        self.runtime = runtime
+        self.thread = threading.get_ident()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread != self.thread:
+            return
+        try:
+            self.runtime.log(f"{record.levelname.lower()}: {record.getMessage()}")
+        except Exception:  # a full disk must not fail the job from inside a log call
+            self.handleError(record)
 
 
 def _json_safe(result: Any) -> dict[str, Any]:
@@ -63,6 +88,17 @@ def run_job(settings: Settings, db: Database, lease: Lease, parent_pid: int | No
 
     if parent_pid is not None:  # only when this is the job's own process: never steal a host's handlers
         signal.signal(signal.SIGTERM, _on_sigterm)
+    studio_logger = logging.getLogger("studio")
+    handler = JobLogHandler(runtime)
+    studio_logger.addHandler(handler)
+    try:
+        return _run(db, lease, job, runtime)
+    finally:
+        studio_logger.removeHandler(handler)
+
+
+def _run(db: Database, lease: Lease, job: Job, runtime: JobRuntime) -> str:
+    """Run the job's kind and record how it ended (see :func:`run_job`)."""
     if runtime.resume_from is not None:
         runtime.log(f"job {job.id} ({job.kind}) attempt {lease.attempt}: resuming from {runtime.resume_from}")
     else:

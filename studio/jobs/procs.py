@@ -31,7 +31,11 @@ def child_env(settings: Settings, database_url: str, parent_pid: int | None = No
     env["STUDIO_DATABASE_URL"] = database_url
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads slow a busy machine down 5-50x
-    env["PYTHONUNBUFFERED"] = "1"  # tracebacks and prints reach the job log as they happen
+    env["PYTHONUNBUFFERED"] = "1"  # tracebacks and prints reach the job's output file as they happen
+    # Progress bars are drawn for a terminal; written to a file they are pages of carriage returns. A job reports
+    # its progress to its row (the monitor's progress bar) instead.
+    env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' bars (loading weights) follow this one
+    env.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # datasets' map (TRL's tokenising) bars
     if parent_pid is not None:
         env["STUDIO_PARENT_PID"] = str(parent_pid)
     else:

@@ -113,8 +113,15 @@ def run_dir(settings: Settings, job_id: str) -> Path:
 
 
 def log_path(settings: Settings, job_id: str) -> Path:
-    """The job's log file, ``runs/<job_id>/log.txt``."""
+    """The job's log file, ``runs/<job_id>/log.txt``: only the lines the job and its worker write (what the UI
+    shows)."""
     return run_dir(settings, job_id) / "log.txt"
+
+
+def output_path(settings: Settings, job_id: str) -> Path:
+    """Everything the job's process printed, ``runs/<job_id>/output.txt``: the libraries' warnings and any
+    progress bars, kept out of the log, and a traceback if the process died before it could log one."""
+    return run_dir(settings, job_id) / "output.txt"
 
 
 # --- submitting and reading -------------------------------------------------------------------------------
@@ -235,7 +242,11 @@ def job_metrics(db: Database, job_id: str) -> list[JobMetric]:
 
 def log_tail(settings: Settings, job_id: str, n: int = 50) -> str:
     """The last ``n`` lines of the job's log ("" while there is none). Reads only the end of big logs."""
-    path = log_path(settings, job_id)
+    return tail_lines(log_path(settings, job_id), n)
+
+
+def tail_lines(path: Path, n: int = 50) -> str:
+    """The last ``n`` lines of a text file ("" when it does not exist), reading only its end."""
     try:
         with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)

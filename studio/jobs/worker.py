@@ -1,7 +1,9 @@
 """The worker: claims queued jobs of one device slot and runs each in its own process, watching over it.
 
 Loop: mark orphaned jobs ``interrupted`` (``queue.recover_orphans``), claim the next job, start
-``python -m studio.jobs.child`` for it in a new process group, and until it exits: renew the job's heartbeat,
+``python -m studio.jobs.child`` for it in a new process group (its output -- library warnings, progress bars,
+a crash's traceback -- goes to ``runs/<job>/output.txt``; ``log.txt`` holds only what the job and the worker
+write, so the log a user reads is the job's own), and until it exits: renew the job's heartbeat,
 notice a cancel request (the job stops by itself at its next step; if it has not within ``cancel_grace_s`` the
 group gets SIGTERM, then SIGKILL ``kill_after_s`` later), notice that the job was taken away (kill at once).
 After the exit the whole group is killed (nothing the job started survives it) and, if the job process wrote
@@ -110,7 +112,7 @@ class Worker:
         command = [sys.executable, "-m", "studio.jobs.child", job.id, lease.worker_id, str(lease.attempt)]
         env = child_env(self.settings, self.db.url, parent_pid=os.getpid())
         log.info("job %s (%s): starting its process", job.id, job.kind)
-        with open(log_file, "ab") as out:
+        with open(queue.output_path(self.settings, job.id), "ab") as out:
             proc = subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
@@ -211,7 +213,7 @@ class Worker:
         else:
             state = queue.FAILED
             message = f"the job process {how} before it finished (at step {job.step}){checkpoint}"
-            last_line = queue.log_tail(self.settings, job.id, n=1).strip()
+            last_line = queue.tail_lines(queue.output_path(self.settings, job.id), n=1).strip()
             if returncode > 0 and last_line:
                 message += f"; its last output: {last_line[:300]}"
         stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")

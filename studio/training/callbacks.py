@@ -103,7 +103,9 @@ class ReporterCallback(TrainerCallback):  # type: ignore[misc]
             self.step_times.append(time.perf_counter() - self._step_started)
             self._step_started = None
         if state.is_world_process_zero:
-            self.reporter.progress(state.global_step, state.max_steps, state.epoch, self._eta(state), "training")
+            # the trainer evaluates right after this step when the flow callback (called first) asked for it
+            doing = "evaluating on the held-out examples" if control.should_evaluate else "training"
+            self.reporter.progress(state.global_step, state.max_steps, state.epoch, self._eta(state), doing)
             wants_stop = self.reporter.should_stop()
         else:
             wants_stop = False
@@ -168,8 +170,7 @@ class ReporterCallback(TrainerCallback):  # type: ignore[misc]
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         if state.is_world_process_zero:
             path = Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
-            self.reporter.checkpoint_saved(path)
-            self.reporter.log(f"checkpoint saved: {path}")
+            self.reporter.checkpoint_saved(path)  # the reporter logs it (it logged twice when this did too)
 
 
 class StepTimer(TrainerCallback):  # type: ignore[misc]

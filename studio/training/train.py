@@ -17,7 +17,7 @@ import logging
 import math
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -112,6 +112,19 @@ def _count_params(model: Any) -> tuple[int, int]:
     return int(trainable), int(total)
 
 
+@dataclass(frozen=True)
+class BuildTimes:
+    """How long building a trainer took: loading the model and tokenizer, then preparing the data (TRL tokenises
+    every example, masks the prompts and wraps the model in its PEFT adapter)."""
+
+    load_seconds: float
+    tokenise_seconds: float
+
+
+def _no_phase(_message: str) -> None:
+    """Where nobody watches the phases (estimates, scripts)."""
+
+
 def _build_trainer(
     config: FinetuneConfig,
     train_rows: list[dict[str, Any]],
@@ -123,14 +136,20 @@ def _build_trainer(
     *,
     max_steps: int | None = None,
     evaluate: bool = True,
-) -> Any:
-    """An ``SFTTrainer`` for the config; the prompt/completion rows get their prompts masked by TRL."""
+    phase: Callable[[str], None] = _no_phase,
+) -> tuple[Any, BuildTimes]:
+    """An ``SFTTrainer`` for the config (the prompt/completion rows get their prompts masked by TRL), and how long
+    its two phases took; ``phase`` hears each phase's name as it starts."""
     from datasets import Dataset
     from transformers import PrinterCallback
     from trl import SFTTrainer  # type: ignore[attr-defined]  # lazy-module export
 
+    phase("loading the base model")
+    started = time.perf_counter()
     model, tokenizer = load_model(config, model_path, device)
+    loaded = time.perf_counter()
     has_eval = evaluate and bool(eval_rows)
+    phase(f"tokenising {_examples_text(len(train_rows), len(eval_rows) if has_eval else 0)}")
     args = sft_config_for(config, checkpoint_dir, device, has_eval=has_eval, max_steps=max_steps)
     trainer = SFTTrainer(
         model=model,
@@ -143,7 +162,12 @@ def _build_trainer(
     )
     # With progress bars off, transformers prints every log dict to stdout; the reporter gets them instead.
     trainer.remove_callback(PrinterCallback)
-    return trainer
+    return trainer, BuildTimes(loaded - started, time.perf_counter() - loaded)
+
+
+def _examples_text(train_count: int, eval_count: int) -> str:
+    """``"45 training and 5 evaluation examples"`` (or ``"45 training examples"``)."""
+    return f"{train_count} training" + (f" and {eval_count} evaluation" if eval_count else "") + " examples"
 
 
 def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
@@ -211,8 +235,17 @@ def train(
         early_stopping_patience=config.early_stopping_patience,
         early_stopping_threshold=config.early_stopping_threshold,
     )
-    reporter.progress(0, None, 0.0, None, "loading model")
-    trainer = _build_trainer(config, train_rows, eval_rows, model_path, checkpoint_dir, device, [callback, *callbacks])
+
+    def phase(message: str) -> None:  # the monitor shows it beside its progress bar
+        reporter.progress(0, None, 0.0, None, message)
+
+    trainer, times = _build_trainer(
+        config, train_rows, eval_rows, model_path, checkpoint_dir, device, [callback, *callbacks], phase=phase
+    )
+    reporter.log(f"loaded the base model in {times.load_seconds:.1f} s")
+    has_eval = trainer.eval_dataset is not None
+    prepared = _examples_text(len(train_rows), len(eval_rows) if has_eval else 0)
+    reporter.log(f"tokenised {prepared} in {times.tokenise_seconds:.1f} s")
     trainable, total = _count_params(trainer.model)
     reporter.log(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / max(total, 1):.3f}%)")
 
@@ -225,6 +258,7 @@ def train(
     )
     artifact_path: Path | None = None
     if stopped != "cancelled":
+        reporter.progress(state.global_step, state.max_steps, state.epoch, 0.0, f"saving the {spec.artifact}")
         artifact_path = output_dir
         _save_artifact(trainer, output_dir)
     last_checkpoint = latest_checkpoint(checkpoint_dir)
@@ -334,7 +368,7 @@ def estimate_duration(
     with tempfile.TemporaryDirectory(prefix="whetstone-estimate-") as tmp:
         load_started = time.perf_counter()
         probe = config.model_copy(update={"checkpoint_every_steps": 1_000_000})
-        trainer = _build_trainer(
+        trainer, _times = _build_trainer(
             probe, train_rows, eval_rows, model_path, Path(tmp), device, [timer], max_steps=warmup_steps + 1,
             evaluate=False,
         )  # fmt: skip

@@ -169,7 +169,7 @@ def test_prompt_tokens_are_masked_from_the_loss(tiny_model: Path) -> None:
 
     config = make_config("lora")
     example = EXAMPLES[4]
-    trainer = _build_trainer(
+    trainer, _times = _build_trainer(
         config, [_row(example)], [], tiny_model, Path("/tmp/unused-checkpoints"), pick_device(), []
     )
     tokenizer = trainer.processing_class

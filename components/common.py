@@ -9,9 +9,22 @@ from typing import Any, TypeVar
 
 import gradio as gr
 
-from studio.errors import StudioError
+from studio.errors import PayloadTooLargeError, RateLimitError, ShuttingDownError, StudioError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# Toast titles for the errors a user meets under load; the message says what to do (wait N s, shorten, ...)
+TITLES: dict[type[StudioError], str] = {
+    RateLimitError: "Model busy",
+    PayloadTooLargeError: "Too large",
+    ShuttingDownError: "Shutting down",
+}
+
+
+def to_gr_error(exc: StudioError) -> gr.Error:
+    """The red toast for ``exc``: its message, under a title that says what kind of problem it is."""
+    title = next((t for cls, t in TITLES.items() if isinstance(exc, cls)), type(exc).__name__)
+    return gr.Error(str(exc), title=title)
 
 
 def handle_errors(fn: F) -> F:
@@ -26,7 +39,7 @@ def handle_errors(fn: F) -> F:
             try:
                 yield from fn(*args, **kwargs)
             except StudioError as exc:
-                raise gr.Error(str(exc), title=type(exc).__name__) from exc
+                raise to_gr_error(exc) from exc
 
         return gen_wrapper  # type: ignore[return-value]
 
@@ -35,6 +48,6 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except StudioError as exc:
-            raise gr.Error(str(exc), title=type(exc).__name__) from exc
+            raise to_gr_error(exc) from exc
 
     return wrapper  # type: ignore[return-value]

@@ -65,6 +65,9 @@ class AppContext:
         with self.db.session() as session:
             session.add(row)
 
-    def close(self) -> None:
-        self.engines.close()
+    def close(self, drain_timeout_s: float = 0.0) -> None:
+        """Shut down in order: refuse new generations, let running ones finish for up to ``drain_timeout_s``
+        seconds (``studio serve`` passes ``STUDIO_DRAIN_TIMEOUT_S``), cancel the rest, wait until every
+        generation has written its request_log row, unload the models, then close the database."""
+        self.engines.close(drain_timeout_s)
         self.db.dispose()

@@ -16,6 +16,7 @@ looked). REST maps ``status_code``/``error_type`` onto the OpenAI error shape; t
      └── ServerError                (5xx: the studio or an engine failed)
           ├── ModelLoadError        500  model files exist but cannot be loaded (corrupt, unsupported)
           ├── BackendUnavailableError 503 an optional engine is not installed (message says how)
+          ├── ShuttingDownError     503  the server is draining for shutdown and takes no new generations
           └── GenerationError       500
 """
 
@@ -114,6 +115,12 @@ class ModelLoadError(ServerError):
 
 
 class BackendUnavailableError(ServerError):
+    status_code = 503
+
+
+class ShuttingDownError(ServerError):
+    """The server is shutting down: running generations may finish, new ones are refused."""
+
     status_code = 503
 
 

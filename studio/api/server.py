@@ -3,6 +3,7 @@ onto it by ``app.py`` (the core never imports gradio)."""
 
 from __future__ import annotations
 
+import math
 import secrets
 from typing import Any
 
@@ -16,7 +17,7 @@ from studio import __version__
 from studio.api.routing import StudioRoute, server_bug_response
 from studio.api.schemas import ErrorResponse
 from studio.context import AppContext
-from studio.errors import AuthenticationError, StudioError
+from studio.errors import AuthenticationError, RateLimitError, StudioError
 
 
 def _require_key(request: HTTPConnection) -> None:
@@ -76,8 +77,12 @@ def create_api(ctx: AppContext) -> FastAPI:
 
     @app.exception_handler(StudioError)
     async def _studio_error(_request: Request, exc: StudioError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationError) else None
-        return JSONResponse(exc.to_openai(), status_code=exc.status_code, headers=headers)
+        headers: dict[str, str] = {}
+        if isinstance(exc, AuthenticationError):
+            headers["WWW-Authenticate"] = "Bearer"
+        if isinstance(exc, RateLimitError):
+            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        return JSONResponse(exc.to_openai(), status_code=exc.status_code, headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def _request_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -10,6 +10,7 @@ any time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import queue
@@ -27,6 +28,7 @@ from studio.aliases.resolve import AliasResolver, ResolvedModel
 from studio.aliases.schema import AliasConfig
 from studio.aliases.store import AliasStore
 from studio.errors import GenerationError, NotFoundError, PayloadTooLargeError, StudioError, ValidationError
+from studio.inference.admission import Admission
 from studio.inference.base import ChatMessage, ChatTemplateSpec, Engine, LoadedModelInfo, StreamItem
 from studio.inference.locks import EngineGate
 from studio.inference.params import SamplingParams, make_sampling_params
@@ -56,6 +58,44 @@ class FinishedGeneration:
     alias: str | None = None
 
 
+class _Handoff(queue.Queue[object]):
+    """The queue between a worker thread and its consumer. A sync consumer blocks on ``get``; an async one
+    waits on an ``asyncio.Event`` that every ``put`` sets through the consumer's loop, so waiting for tokens
+    holds no thread (32 waiting streams would otherwise tie up the loop's whole default executor)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._wake: Callable[[], None] | None = None
+
+    def put(self, item: object, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        wake = self._wake
+        if wake is not None:
+            wake()
+
+    async def get_async(self) -> object:
+        loop = asyncio.get_running_loop()
+        ready = asyncio.Event()
+
+        def wake() -> None:
+            with contextlib.suppress(RuntimeError):  # the consumer's loop has closed: nobody waits any more
+                loop.call_soon_threadsafe(ready.set)
+
+        self._wake = wake
+        try:
+            while True:
+                try:
+                    return self.get_nowait()
+                except queue.Empty:
+                    ready.clear()
+                    try:  # a put between the first look and clear() has already fired its wake-up
+                        return self.get_nowait()
+                    except queue.Empty:
+                        await ready.wait()
+        finally:
+            self._wake = None
+
+
 class GenerationHandle:
     """A running generation. Iterate it (sync or async) for stream items; ``cancel()`` stops it early."""
 
@@ -72,8 +112,9 @@ class GenerationHandle:
         self.owner = owner
         self.alias = alias
         self._cancel = cancel
-        self._queue: queue.Queue[object] = queue.Queue()
+        self._queue = _Handoff()
         self.result = GenerationResult()
+        self._worker: threading.Thread | None = None
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -81,6 +122,13 @@ class GenerationHandle:
     @property
     def cancelled(self) -> bool:
         return self._cancel.is_set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the worker thread to end (its request_log row is written by then); True when it has."""
+        if self._worker is None:
+            return True
+        self._worker.join(timeout)
+        return not self._worker.is_alive()
 
     def _take(self, item: object) -> StreamItem | None:
         if item is _DONE:
@@ -99,7 +147,7 @@ class GenerationHandle:
 
     async def aiter(self) -> AsyncIterator[StreamItem]:
         try:
-            while (item := self._take(await asyncio.to_thread(self._queue.get))) is not None:
+            while (item := self._take(await self._queue.get_async())) is not None:
                 yield item
         finally:
             if not self.result.finished:
@@ -131,6 +179,7 @@ class EngineManager:
         self._load_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self._active: dict[str, GenerationHandle] = {}
+        self.admission = Admission(settings.max_running_per_model, settings.max_queued_per_model)
         self.safety = SafetyService(settings)
 
     # -- models --------------------------------------------------------------------------------------------
@@ -504,9 +553,31 @@ class EngineManager:
         release_memory()
         return True
 
-    def close(self) -> None:
-        for handle in list(self._active.values()):
+    def drain(self, timeout_s: float, *, cancel_grace_s: float = 30.0) -> int:
+        """Shut generation down in order: refuse new generations (503) from now on, let the running and waiting
+        ones finish for up to ``timeout_s`` seconds, cancel the rest, and wait (up to ``cancel_grace_s``) for
+        every worker thread to end -- each writes its request_log row before it does. Returns how many
+        generations had to be cancelled."""
+        self.admission.start_draining()
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        handles = list(self._active.values())
+        for handle in handles:
+            handle.join(max(0.0, deadline - time.monotonic()))
+        left = [h for h in list(self._active.values()) if not h.join(0)]
+        for handle in left:
             handle.cancel()
+        if left:
+            log.info("shutdown: cancelling %d generation(s) still running after %.1fs", len(left), timeout_s)
+        grace_end = time.monotonic() + cancel_grace_s
+        for handle in left:
+            if not handle.join(max(0.0, grace_end - time.monotonic())):
+                log.warning("generation %s did not stop within %.0fs of its cancel", handle.id, cancel_grace_s)
+        return len(left)
+
+    def close(self, drain_timeout_s: float = 0.0) -> None:
+        """Drain (see :meth:`drain`; by default cancel at once, still writing the request_log rows), then
+        unload every model."""
+        self.drain(drain_timeout_s)
         for model_id in list(self._engines):
             self.unload(model_id)
 
@@ -530,7 +601,8 @@ class EngineManager:
         the default: on when the alias carries a ``safety_policy``. A blocked prompt raises before anything runs.
 
         Raises at once, before any tokenising: PayloadTooLargeError (413) for messages over
-        ``STUDIO_MAX_PROMPT_CHARS``, ValidationError for ``max_tokens`` over ``STUDIO_MAX_TOKENS_LIMIT``.
+        ``STUDIO_MAX_PROMPT_CHARS``, ValidationError for ``max_tokens`` over ``STUDIO_MAX_TOKENS_LIMIT``,
+        RateLimitError (429) when the model's running and waiting places are all taken.
         """
         msgs = list(messages)
         self._check_prompt([m.content for m in msgs], "messages")
@@ -677,6 +749,14 @@ class EngineManager:
             return ChatTemplateSpec(source, info.bos_token, info.eos_token)
         return ChatTemplateSpec(source)
 
+    def _admission_key(self, resolved: ResolvedModel) -> str:
+        """The loaded-model key a generation counts against (``<model id>`` or ``<model id>@<engine>``)."""
+        try:
+            key, _engine = self._find(resolved, self.choose_engine(resolved))
+        except StudioError:  # an engine that cannot serve: the worker reports that; count it on the model
+            return resolved.entry.id
+        return key
+
     def _start(
         self,
         resolved: ResolvedModel,
@@ -686,6 +766,7 @@ class EngineManager:
     ) -> GenerationHandle:
         entry = resolved.entry  # resolved before any thread starts, so an unknown name fails fast (404)
         alias_name = resolved.alias.alias if resolved.alias is not None else entry.id
+        ticket = self.admission.admit(self._admission_key(resolved))  # 429 here, before anything streams
         handle = GenerationHandle(uuid.uuid4().hex, entry.id, threading.Event(), owner, alias_name)
         self._active[handle.id] = handle
         submitted = time.perf_counter()
@@ -693,6 +774,8 @@ class EngineManager:
         def worker() -> None:
             error: str | None = None
             try:
+                if not self.admission.wait_turn(ticket, handle._cancel):
+                    return  # cancelled while waiting for a place: it never ran, so it leaves no row
                 engine = self.load_resolved(resolved)
                 with self._hold(engine):
                     for item in run(engine, handle._cancel):
@@ -712,6 +795,7 @@ class EngineManager:
                     )
                 )
             finally:
+                self.admission.release(ticket)
                 # recorded before the stream ends: whoever has consumed a generation finds its request_log row
                 if self.on_finish is not None and handle.result.start is not None:
                     try:
@@ -724,5 +808,11 @@ class EngineManager:
                 handle._queue.put(_DONE)
             log.debug("generation %s took %.2fs", handle.id, time.perf_counter() - submitted)
 
-        threading.Thread(target=worker, name=f"gen-{handle.id[:8]}", daemon=True).start()
+        handle._worker = threading.Thread(target=worker, name=f"gen-{handle.id[:8]}", daemon=True)
+        try:
+            handle._worker.start()
+        except BaseException:  # no thread (resource exhaustion): give the place back
+            self._active.pop(handle.id, None)
+            self.admission.release(ticket)
+            raise
         return handle

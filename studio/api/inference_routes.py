@@ -1,8 +1,10 @@
 """Studio inference API (``/api/inference/...``): load and unload models, adapters, generate (JSON or SSE),
 compare an adapter with its base, and a WebSocket that streams token events with log probabilities.
 
-The WebSocket answers every bad frame or refused request with an OpenAI-shaped error message and a close
-code that says why (1003 not text, 1007 not JSON, 1008 refused request, 1013 busy, 1011 server error).
+Generation routes keep disk work (alias and model resolution) off the event loop and cancel their generations
+when the client leaves (:mod:`studio.api.disconnect`); the WebSocket answers every bad frame or refused request
+with an OpenAI-shaped error message and a close code that says why (1003 not text, 1007 not JSON, 1008 refused
+request, 1013 busy, 1011 server error).
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
+from starlette.concurrency import run_in_threadpool
 
+from studio.api.disconnect import cancel_on_disconnect
 from studio.api.routing import StudioRoute
 from studio.api.schemas import GENERATION_ERRORS, KEYED_ERRORS, RequestBody, server_error_body
 from studio.auth import authenticate
-from studio.compare.stream import ContenderSpec, compare_once
+from studio.compare.stream import ContenderSpec, start_sides
 from studio.context import AppContext
 from studio.errors import RateLimitError, StudioError, UserError, ValidationError
 from studio.inference.base import ChatMessage, GenerationEnd, GenerationStart, LoadedModelInfo, TokenEvent
@@ -266,21 +270,27 @@ def swap_adapter(model_id: str, body: SwapAdapterRequest, request: Request) -> d
 async def generate(body: GenerateRequest, request: Request) -> dict[str, Any] | StreamingResponse:
     """Generate a reply with per-token log probabilities. ``stream: true`` answers with Server-Sent Events:
     one ``{"type": "token", ...}`` message per token, then ``{"done": true, ...}`` with the stats."""
+    from studio.api.openai_routes import first_or_whole
+
     ctx = _ctx(request)
-    handle = start_generation(ctx, body)
-    it = handle.aiter()
-    first = await anext(it, None)  # errors before the first token become proper 4xx responses
+    handle = await run_in_threadpool(start_generation, ctx, body)
+    # errors before the first token become proper 4xx responses
+    it, first = await first_or_whole(request, handle, body.stream)
     if not body.stream:
-        async for _ in it:
-            pass
         return result_dict(handle.result, handle.model_id)
 
     async def events() -> AsyncIterator[str]:
         item = first
-        while item is not None:
-            for msg in stream_messages(item, handle):
-                yield f"data: {json.dumps(msg)}\n\n"
-            item = await anext(it, None)
+        try:
+            while item is not None:
+                for msg in stream_messages(item, handle):
+                    yield f"data: {json.dumps(msg)}\n\n"
+                item = await anext(it, None)
+        except StudioError as exc:
+            yield f"data: {json.dumps(exc.to_openai())}\n\n"
+        finally:
+            if not handle.result.finished:  # closed early: the client left mid-stream
+                handle.cancel()
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
@@ -299,8 +309,30 @@ def compare_result(result: GenerationResult, spec: ContenderSpec, model_id: str)
     }
 
 
+async def _whole(request: Request, handles: list[GenerationHandle]) -> list[GenerationResult]:
+    """Run every generation to its end (all at once), cancelling them all if the client leaves; the first
+    failing one (in order) raises its error."""
+
+    async def consume(handle: GenerationHandle) -> None:
+        async for _ in handle.aiter():
+            pass
+
+    def cancel_all() -> None:
+        for handle in handles:
+            handle.cancel()
+
+    async def run_all() -> list[BaseException | None]:
+        return await asyncio.gather(*(consume(h) for h in handles), return_exceptions=True)
+
+    outcomes = await cancel_on_disconnect(request, run_all(), cancel_all)
+    for outcome in outcomes:
+        if outcome is not None:
+            raise outcome
+    return [h.result for h in handles]
+
+
 @router.post("/compare", responses=GENERATION_ERRORS)
-def compare(body: CompareRequest, request: Request) -> dict[str, Any]:
+async def compare(body: CompareRequest, request: Request) -> dict[str, Any]:
     """The same prompt answered by 2-4 models/aliases/adapters at once: ``{"results": [{"model", "text", "usage",
     "stats"}, ...]}`` in the order given. The older form (``model`` + ``adapter``) also answers ``adapter`` and
     ``base``."""
@@ -310,11 +342,27 @@ def compare(body: CompareRequest, request: Request) -> dict[str, Any]:
     else:
         messages = [ChatMessage(m.role, m.content) for m in body.messages]
     if body.model is not None:
-        params = params_from(ctx, body.model, body.params)
-        with_adapter, base = ctx.engines.compare_with_base(body.model, messages, params, body.adapter)
-        engine = ctx.engines.engine(body.model)
-        model_id = engine.info.model_id
-        adapter = body.adapter or getattr(engine, "active_adapter", None)
+        model = body.model
+        params = await run_in_threadpool(params_from, ctx, model, body.params)
+        adapter = await run_in_threadpool(ctx.engines.comparison_adapter, model, body.adapter)
+        # one after the other on the same weights, as compare_with_base does, each cancelled if the client leaves
+        (with_adapter,) = await _whole(
+            request,
+            [
+                await run_in_threadpool(
+                    lambda: ctx.engines.start_chat(model, messages, params, endpoint="compare.adapter", adapter=adapter)
+                )
+            ],
+        )
+        (base,) = await _whole(
+            request,
+            [
+                await run_in_threadpool(
+                    lambda: ctx.engines.start_chat(model, messages, params, endpoint="compare.base", adapter="base")
+                )
+            ],
+        )
+        model_id = (await run_in_threadpool(ctx.engines.engine, model)).info.model_id
         return {
             "adapter": result_dict(with_adapter, model_id),
             "base": result_dict(base, model_id),
@@ -326,12 +374,24 @@ def compare(body: CompareRequest, request: Request) -> dict[str, Any]:
     specs = [
         ContenderSpec.parse(m) if isinstance(m, str) else ContenderSpec(m.model, m.adapter) for m in body.models or []
     ]
-    per_side = [params_from(ctx, spec.model, body.params) for spec in specs]
-    results = compare_once(ctx.engines, specs, messages, per_side)
+
+    def start() -> tuple[list[str], list[GenerationHandle]]:
+        per_side = [params_from(ctx, spec.model, body.params) for spec in specs]
+        model_ids = [ctx.engines.resolve(spec.model).entry.id for spec in specs]
+        started = start_sides(ctx.engines, specs, [messages] * len(specs), per_side, endpoint="compare.api")
+        handles = [h for h in started if not isinstance(h, StudioError)]
+        failed = [h for h in started if isinstance(h, StudioError)]
+        if failed:  # a side that cannot start fails the whole comparison
+            for handle in handles:
+                handle.cancel()
+            raise failed[0]
+        return model_ids, handles
+
+    model_ids, handles = await run_in_threadpool(start)
+    results = await _whole(request, handles)
     return {
         "results": [
-            compare_result(r, spec, ctx.engines.resolve(spec.model).entry.id)
-            for r, spec in zip(results, specs, strict=True)
+            compare_result(r, spec, model_id) for r, spec, model_id in zip(results, specs, model_ids, strict=True)
         ]
     }
 
@@ -404,7 +464,7 @@ async def stream(websocket: WebSocket) -> None:
             body = GenerateRequest.model_validate(raw)
         except PydanticValidationError as exc:
             raise validation_error_from_pydantic(exc) from None
-        handle = start_generation(ctx, body)
+        handle = await run_in_threadpool(start_generation, ctx, body)
     except WebSocketDisconnect:
         return
     except _BadFrame as exc:

@@ -3,6 +3,10 @@
 Errors use OpenAI's shape (``{"error": {"message", "type", "param", "code"}}``): 400 for bad parameters
 with the field in ``param``, 404 for an unknown model, 413 for a prompt over ``STUDIO_MAX_PROMPT_CHARS``, 429
 with ``Retry-After`` when the model's running and waiting places are all taken.
+
+Resolving the model, building parameters and starting the generation touch the disk (alias files, model
+folders), so they run in a worker thread, never on the event loop. A client that leaves cancels its generation,
+streaming or not (:mod:`studio.api.disconnect`).
 """
 
 from __future__ import annotations
@@ -14,12 +18,15 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
+from studio.api.disconnect import cancel_on_disconnect
 from studio.api.routing import StudioRoute
 from studio.api.schemas import GENERATION_ERRORS, KEYED_ERRORS, ChatCompletionRequest, CompletionRequest
 from studio.context import AppContext
 from studio.inference.base import GenerationEnd, GenerationStart, StreamItem, TokenEvent
 from studio.inference.manager import GenerationHandle
+from studio.inference.params import SamplingParams
 from studio.inference.stats import GenerationResult
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"], responses=KEYED_ERRORS, route_class=StudioRoute)
@@ -80,19 +87,43 @@ async def _first_item(handle: GenerationHandle) -> tuple[AsyncIterator[StreamIte
     return it, first
 
 
+async def _consume(handle: GenerationHandle) -> None:
+    """Run the whole generation (its errors raise here, before any response starts)."""
+    async for _ in handle.aiter():
+        pass
+
+
+async def first_or_whole(
+    request: Request, handle: GenerationHandle, stream: bool
+) -> tuple[AsyncIterator[StreamItem], StreamItem | None]:
+    """Wait, cancelling on disconnect, for a streaming generation's first item or a whole non-streaming one
+    (then the iterator is empty and the result is on ``handle.result``)."""
+    if stream:
+        return await cancel_on_disconnect(request, _first_item(handle), handle.cancel)
+    await cancel_on_disconnect(request, _consume(handle), handle.cancel)
+    return _nothing(), None
+
+
+async def _nothing() -> AsyncIterator[StreamItem]:
+    return
+    yield
+
+
 @router.post("/chat/completions", response_model=None, responses=GENERATION_ERRORS)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
     ctx = _ctx(request)
-    params = ctx.engines.params_for(body.model, **body.sampling_overrides())
-    messages = [m.to_message() for m in body.messages]
-    handle = ctx.engines.start_chat(body.model, messages, params, endpoint="openai.chat", safety=body.safety)
+
+    def start() -> tuple[SamplingParams, GenerationHandle]:
+        params = ctx.engines.params_for(body.model, **body.sampling_overrides())
+        messages = [m.to_message() for m in body.messages]
+        return params, ctx.engines.start_chat(body.model, messages, params, endpoint="openai.chat", safety=body.safety)
+
+    params, handle = await run_in_threadpool(start)
     cid = f"chatcmpl-{handle.id}"
     created = int(time.time())
-    it, first = await _first_item(handle)
+    it, first = await first_or_whole(request, handle, body.stream)
 
     if not body.stream:
-        async for _ in it:
-            pass
         result = handle.result
         choice: dict[str, Any] = {
             "index": 0,
@@ -150,6 +181,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
             err = getattr(exc, "to_openai", None)
             body_ = err() if callable(err) else {"error": {"message": str(exc), "type": "server_error"}}
             yield f"data: {json.dumps(body_)}\n\n"
+        finally:
+            if not handle.result.finished:  # closed early: the client left mid-stream
+                handle.cancel()
         if include_usage and handle.result.start is not None:
             usage_chunk = {
                 "id": cid,
@@ -168,13 +202,17 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
 @router.post("/completions", response_model=None, responses=GENERATION_ERRORS)
 async def completions(body: CompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
     ctx = _ctx(request)
-    params = ctx.engines.params_for(body.model, **body.sampling_overrides())
-    handle = ctx.engines.start_completion(
-        body.model, body.prompt_text, params, endpoint="openai.completions", safety=body.safety
-    )
+
+    def start() -> tuple[SamplingParams, GenerationHandle]:
+        params = ctx.engines.params_for(body.model, **body.sampling_overrides())
+        return params, ctx.engines.start_completion(
+            body.model, body.prompt_text, params, endpoint="openai.completions", safety=body.safety
+        )
+
+    params, handle = await run_in_threadpool(start)
     cid = f"cmpl-{handle.id}"
     created = int(time.time())
-    it, first = await _first_item(handle)
+    it, first = await first_or_whole(request, handle, body.stream)
 
     def legacy_logprobs(tokens: list[TokenEvent], offset: int) -> dict[str, Any]:
         offsets, pos = [], offset
@@ -189,8 +227,6 @@ async def completions(body: CompletionRequest, request: Request) -> JSONResponse
         }
 
     if not body.stream:
-        async for _ in it:
-            pass
         result = handle.result
         return JSONResponse(
             {
@@ -224,15 +260,23 @@ async def completions(body: CompletionRequest, request: Request) -> JSONResponse
     async def events() -> AsyncIterator[str]:
         item: StreamItem | None = first
         pos = 0
-        while item is not None:
-            if isinstance(item, TokenEvent) and (item.text or params.logprobs):
-                yield chunk(item.text, logprobs=legacy_logprobs([item], pos) if params.logprobs else None)
-                pos += len(item.token)
-            elif isinstance(item, GenerationEnd):
-                yield chunk(item.tail_text, finish=_finish(handle.result))
-            elif not isinstance(item, GenerationStart | TokenEvent):
-                break
-            item = await anext(it, None)
+        try:
+            while item is not None:
+                if isinstance(item, TokenEvent) and (item.text or params.logprobs):
+                    yield chunk(item.text, logprobs=legacy_logprobs([item], pos) if params.logprobs else None)
+                    pos += len(item.token)
+                elif isinstance(item, GenerationEnd):
+                    yield chunk(item.tail_text, finish=_finish(handle.result))
+                elif not isinstance(item, GenerationStart | TokenEvent):
+                    break
+                item = await anext(it, None)
+        except Exception as exc:
+            err = getattr(exc, "to_openai", None)
+            body_ = err() if callable(err) else {"error": {"message": str(exc), "type": "server_error"}}
+            yield f"data: {json.dumps(body_)}\n\n"
+        finally:
+            if not handle.result.finished:  # closed early: the client left mid-stream
+                handle.cancel()
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

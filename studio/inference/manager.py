@@ -659,13 +659,19 @@ class EngineManager:
     ) -> tuple[GenerationResult, GenerationResult]:
         """The same prompt with the adapter (the active one unless named) and with the base model, one after
         the other on the same weights: (adapter result, base result)."""
+        name = self.comparison_adapter(model, adapter)
+        with_adapter = self.start_chat(model, messages, params, endpoint="compare.adapter", adapter=name).wait()
+        base = self.start_chat(model, messages, params, endpoint="compare.base", adapter="base").wait()
+        return with_adapter, base
+
+    def comparison_adapter(self, model: str, adapter: str | None = None) -> str:
+        """The adapter :meth:`compare_with_base` compares with the base: ``adapter``, else the loaded model's
+        active one; ValidationError when there is none."""
         engine = self.engine(model)
         name = adapter or getattr(engine, "active_adapter", None)
         if not name:
             raise ValidationError("no adapter is loaded on this model to compare with its base", param="adapter")
-        with_adapter = self.start_chat(model, messages, params, endpoint="compare.adapter", adapter=name).wait()
-        base = self.start_chat(model, messages, params, endpoint="compare.base", adapter="base").wait()
-        return with_adapter, base
+        return str(name)
 
     def start_alias_trial(
         self,

@@ -11,6 +11,13 @@ Without the spaCy package the analyzer is pattern-only (Presidio's ``no_op`` NLP
 numbers, IBANs, IPs, ... are still found; names, places, organisations (PERSON, LOCATION, ORGANIZATION, NRP)
 are not, and :attr:`PiiAnalyzer.status` says so.
 
+Names that are not names: the small English model tags many short fragments that hold a date or a code as
+PERSON ("expiry 09/27", "Valid Sept 27", "Order B12"), with the same fixed score (0.85) Presidio gives every NER
+finding, so no score threshold can tell them from real names. :func:`drop_implausible_people` removes a PERSON
+span that holds a digit or no letter at all, or that is part of a date written with a month's name ("Sept 27",
+"27 Sept"); a month's name used as a first name ("June Carter") stays a PERSON. The near-misses it was tuned on are
+in ``tests/integration/test_safety_pii_near_misses.py``.
+
 Building the analyzer takes seconds, so it is built once per process (:func:`get_pii_analyzer`) and shared;
 calls into it are serialised with a lock because spaCy pipelines are not documented as thread-safe.
 
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import re
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -48,6 +56,16 @@ REDACTED = "****"
 CHUNK_CHARS = 20_000
 
 EditKind = Literal["mask", "redact", "stars"]
+
+_MONTH = (
+    r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?"
+    r"|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
+)
+_DAY_OR_YEAR = r"\d{1,4}(?:st|nd|rd|th)?"
+#: a date written with a month's name: "Sept 27", "27 Sept", "3rd of May", "May 2027"
+_DATE_WITH_MONTH = re.compile(
+    rf"\b(?:{_MONTH}\s+{_DAY_OR_YEAR}|{_DAY_OR_YEAR}\s+(?:of\s+)?{_MONTH})(?![a-z])", re.IGNORECASE
+)
 
 
 @dataclass(frozen=True)
@@ -90,6 +108,23 @@ def resolve_overlaps(spans: Iterable[PiiSpan]) -> list[PiiSpan]:
         if all(span.end <= c.start or span.start >= c.end for c in chosen):
             chosen.append(span)
     return sorted(chosen, key=lambda s: s.start)
+
+
+def drop_implausible_people(text: str, spans: Iterable[PiiSpan]) -> list[PiiSpan]:
+    """``spans`` without the PERSON findings that cannot be a name: a span holding a digit ("expiry 09/27",
+    "Order B12") or no letter at all, or one that overlaps a date written with a month's name ("Valid Sept" in
+    "Valid Sept 27"). Other entity types pass unchanged; order is kept."""
+    dates = [(m.start(), m.end()) for m in _DATE_WITH_MONTH.finditer(text)]
+
+    def plausible(span: PiiSpan) -> bool:
+        if span.entity_type != "PERSON":
+            return True
+        words = text[span.start : span.end]
+        if any(c.isdigit() for c in words) or not any(c.isalpha() for c in words):
+            return False
+        return all(span.end <= start or span.start >= end for start, end in dates)
+
+    return [span for span in spans if plausible(span)]
 
 
 def non_overlapping_edits(edits: Iterable[Edit]) -> list[Edit]:
@@ -207,7 +242,11 @@ class PiiAnalyzer:
                 results = self._analyzer.analyze(
                     text=piece, language=LANGUAGE, entities=wanted, score_threshold=threshold
                 )
-            spans.extend(PiiSpan(r.entity_type, r.start + offset, r.end + offset, float(r.score)) for r in results)
+            found = [PiiSpan(r.entity_type, r.start, r.end, float(r.score)) for r in results]
+            spans.extend(
+                PiiSpan(s.entity_type, s.start + offset, s.end + offset, s.score)
+                for s in drop_implausible_people(piece, found)
+            )
         return resolve_overlaps(spans)
 
     def apply_edits(self, text: str, edits: Sequence[Edit]) -> str:

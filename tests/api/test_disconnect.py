@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlmodel import select
 
@@ -114,12 +115,12 @@ def test_a_client_that_leaves_stops_a_real_generation(studio_home: Path, tmp_pat
     (home / "models").symlink_to(studio_home / "models", target_is_directory=True)
     ctx = AppContext.create(Settings(home=home, hf_cache=studio_home / "hf-cache"))
     try:
-        ctx.engines.load("default")
+        ctx.engines.chat("default", [ChatMessage("user", "hi")], make_sampling_params(max_tokens=2))  # warm up
         with live_server(create_api(ctx)) as url:
             body = {"model": "default", "prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "max_tokens": 3000, "temperature": 0}
             left = send_and_leave(url, "/v1/completions", body, stay_s=3.0)
-            waited = wait_until(lambda: len(rows(ctx)) == 1, timeout=30)
-        row = rows(ctx)[0]
+            waited = wait_until(lambda: len(rows(ctx)) == 2, timeout=30)  # the warm-up's row, then this one
+        row = next(r for r in rows(ctx) if r.endpoint == "openai.completions")
         assert row.finish_reason == "cancelled" and 0 < row.completion_tokens < 3000
         assert time.monotonic() - left < 5.0, f"stopped {waited:.2f} s after the client left"
     finally:
@@ -139,6 +140,8 @@ def test_a_client_that_leaves_stops_its_generation_on_studio_serve(server: Any) 
                 query = select(RequestLog).where(RequestLog.endpoint == "openai.completions")
                 return [r for r in session.exec(query).all() if r.finish_reason == "cancelled"]
 
+        warm = {"model": "default", "prompt": "hi", "max_tokens": 2}
+        assert httpx.post(f"{server.url}/v1/completions", json=warm, timeout=120).status_code == 200
         before = len(cancelled_rows())
         body = {"model": "default", "prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "max_tokens": 3000, "temperature": 0}
         left = send_and_leave(server.url, "/v1/completions", body, stay_s=3.0)

@@ -24,16 +24,19 @@ REFRESH_S = 2.0
 
 
 def create_evaluate_tab(ctx: AppContext) -> dict[str, Any]:
-    with gr.Tab("Evaluate", id="evaluate") as tab, gr.Tabs(selected=RUN, elem_id="evaluate-tabs"):
-        with gr.Tab("Run & results", id=RUN, elem_id="evaluate-tab-run"):
-            run = create_run_panel(ctx)
-            results = create_results_panel(ctx, run["job_id"])
-        with gr.Tab("Experiments", id=EXPERIMENTS, elem_id="evaluate-tab-experiments") as exp_tab:
-            experiments = create_experiments_panel(ctx)
-        with gr.Tab("Metrics & plugins", id=PLUGINS, elem_id="evaluate-tab-plugins") as plugins_tab:
-            plugins = create_plugins_panel(ctx)
-    timer = gr.Timer(REFRESH_S)
-    seen = gr.State(None)  # the job signature the page shows: redraw only when it changed
+    with gr.Tab("Evaluate", id="evaluate") as tab:
+        with gr.Tabs(selected=RUN, elem_id="evaluate-tabs"):
+            with gr.Tab("Run & results", id=RUN, elem_id="evaluate-tab-run"):
+                run = create_run_panel(ctx)
+                results = create_results_panel(ctx, run["job_id"])
+            with gr.Tab("Experiments", id=EXPERIMENTS, elem_id="evaluate-tab-experiments") as exp_tab:
+                experiments = create_experiments_panel(ctx)
+            with gr.Tab("Metrics & plugins", id=PLUGINS, elem_id="evaluate-tab-plugins") as plugins_tab:
+                plugins = create_plugins_panel(ctx)
+        # Inside the tab, not after it: a component between two tabs of the top bar shifts the next tab's
+        # position there, and the browser then listed "Safety" twice (issue 15, point 3).
+        timer = gr.Timer(REFRESH_S)
+        seen = gr.State(None)  # the job signature the page shows: redraw only when it changed
 
     def tick(run_id: str, last: Any, *show_inputs: Any) -> list[Any]:
         """Timer: the run's state and progress; results redrawn when the job row changed."""

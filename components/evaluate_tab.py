@@ -55,7 +55,7 @@ def create_evaluate_tab(ctx: AppContext) -> dict[str, Any]:
         total = f"{job.step}/{job.total_steps}" if job.total_steps else f"{job.step}"
         status = f"{icon} run `{job.id}` **{job.state}** · {total} · {job.message}"
         shown = results["show_fn"](job.id, *show_inputs[1:])
-        return [status, round(job.progress * 100, 1), *shown, signature, results["refresh_runs_fn"]()]
+        return [status, run["progress_fn"](job), *shown, signature, results["refresh_runs_fn"]()]
 
     timer.tick(
         tick,
@@ -69,7 +69,7 @@ def create_evaluate_tab(ctx: AppContext) -> dict[str, Any]:
         event.success(
             results["show_fn"], results["show_inputs"], results["show_outputs"], api_visibility="private"
         ).then(results["refresh_runs_fn"], None, [results["runs"]], api_visibility="private")
-    tab.select(run["refresh_fn"], None, run["refresh_outputs"], api_visibility="private")
+    tab.select(run["refresh_fn"], run["refresh_inputs"], run["refresh_outputs"], api_visibility="private")
     exp_tab.select(experiments["page_load_fn"], None, experiments["page_load_outputs"], api_visibility="private")
     plugins_tab.select(plugins["load_fn"], None, plugins["load_outputs"], api_visibility="private")
 

@@ -43,7 +43,7 @@ def create_results_panel(ctx: AppContext, job_id: gr.Textbox) -> dict[str, Any]:
     summary = gr.Dataframe(
         headers=["metric"], interactive=False, label="Metric × model", elem_id="evaluate-summary-table"
     )
-    chart = gr.Plot(label="Models compared", elem_id="evaluate-chart")
+    chart = gr.Plot(label="Models compared", visible=False, elem_id="evaluate-chart")
     examples = gr.Dataframe(
         headers=list(EXAMPLE_COLUMNS),
         interactive=False,
@@ -59,7 +59,7 @@ def create_results_panel(ctx: AppContext, job_id: gr.Textbox) -> dict[str, Any]:
         return [
             view.notes,
             gr.Dataframe(value=view.rows, headers=view.headers),
-            view.figure,
+            gr.Plot(value=view.figure, visible=view.figure is not None),  # no bare axes before the first score
             gr.Dataframe(value=view.examples, headers=list(EXAMPLE_COLUMNS)),
             gr.Dropdown(choices=[ALL_MODELS, *labels]),
             gr.Dropdown(choices=keys, value=view.sort_by),

@@ -11,11 +11,13 @@ import gradio as gr
 from components.common import handle_errors
 from studio.context import AppContext
 from studio.evaluation.config import EvalConfig, EvalGenerationConfig
+from studio.evaluation.defaults import eval_form_defaults
 from studio.evaluation.plugins import load_registry
 from studio.evaluation.results import (
     adapter_choices,
     config_from_form,
     model_choices,
+    run_progress,
     submit_eval,
     submit_eval_yaml,
     version_choices,
@@ -23,7 +25,15 @@ from studio.evaluation.results import (
 from studio.inference.params import field_help
 from studio.jobs import queue
 
-DEFAULT_METRICS = ["perplexity", "rouge", "exact_match"]
+# a progress bar to read, not a slider to drag (issue 15, point 4); the value is the percentage done
+PROGRESS_TEMPLATE = (
+    '<div class="evaluate-progress">Progress <progress max="100" value="${value}" aria-label="Evaluation progress">'
+    "</progress> <span>${value} %</span></div>"
+)
+PROGRESS_CSS = (
+    ".evaluate-progress { display: flex; align-items: center; gap: 0.5em; } "
+    ".evaluate-progress progress { flex: 0 1 32em; }"
+)
 EXAMPLE_YAML = """models: [HuggingFaceTB/SmolLM2-135M-Instruct]
 dataset_file: configs/eval/data/quick-qa.jsonl
 dataset: eval-quick-qa
@@ -36,6 +46,9 @@ limit: 12
 def create_run_panel(ctx: AppContext) -> dict[str, Any]:
     models = model_choices(ctx.engines.resolver)
     metric_names = load_registry(ctx.settings).names()
+    defaults = eval_form_defaults()
+    datasets = ctx.datasets.names()
+    preselected = defaults.pick_dataset(datasets)
     gr.Markdown("## New evaluation run", elem_id="evaluate-run-title")
     with gr.Row():
         model_pick = gr.Dropdown(
@@ -66,15 +79,19 @@ def create_run_panel(ctx: AppContext) -> dict[str, Any]:
             scale=1,
         )
         dataset = gr.Dropdown(
-            ctx.datasets.names(),
-            value=None,
+            datasets,
+            value=preselected,
             label="Dataset",
             info=EvalConfig.model_fields["dataset"].description,
             elem_id="evaluate-dataset",
             scale=2,
         )
         version = gr.Dropdown(
-            version_choices(ctx.datasets, None), value="latest", label="Version", elem_id="evaluate-version", scale=1
+            version_choices(ctx.datasets, preselected),
+            value="latest",
+            label="Version",
+            elem_id="evaluate-version",
+            scale=1,
         )
         text_file = gr.Textbox(
             label="Text file",
@@ -86,7 +103,7 @@ def create_run_panel(ctx: AppContext) -> dict[str, Any]:
         )
     metrics = gr.Dropdown(
         metric_names,
-        value=[m for m in DEFAULT_METRICS if m in metric_names],
+        value=defaults.pick_metrics(metric_names),
         multiselect=True,
         allow_custom_value=True,  # plugins added after the page was built are accepted (the core checks names)
         label="Metrics",
@@ -107,14 +124,14 @@ def create_run_panel(ctx: AppContext) -> dict[str, Any]:
         max_tokens = gr.Slider(
             1,
             1024,
-            value=64,
+            value=defaults.max_tokens,
             step=1,
             label="Max tokens",
             info=gen["max_tokens"].description or field_help("max_tokens"),
             elem_id="evaluate-max-tokens",
         )
         limit = gr.Number(
-            value=20,
+            value=defaults.limit,
             precision=0,
             minimum=0,
             label="Sample limit",
@@ -139,7 +156,9 @@ def create_run_panel(ctx: AppContext) -> dict[str, Any]:
         yaml_btn = gr.Button("▶ Run this config", elem_id="evaluate-run-yaml")
     job_id = gr.Textbox(label="Run id", elem_id="evaluate-job-id", interactive=True)
     status = gr.Markdown(elem_id="evaluate-status")
-    progress = gr.Slider(0, 100, value=0, label="Progress (%)", interactive=False, elem_id="evaluate-progress")
+    progress = gr.HTML(
+        0, html_template=PROGRESS_TEMPLATE, css_template=PROGRESS_CSS, js_on_load=None, elem_id="evaluate-progress"
+    )
 
     @handle_errors
     def run(
@@ -213,20 +232,29 @@ def create_run_panel(ctx: AppContext) -> dict[str, Any]:
     source.change(switch_source, [source], [dataset, version, text_file], api_visibility="private", queue=False)
     dataset.change(versions, [dataset], [version], api_visibility="private", queue=False)
 
-    def refresh_choices() -> tuple[Any, Any, Any, Any]:
+    def refresh_choices(dataset_v: str | None) -> tuple[Any, Any, Any, Any]:
         names = model_choices(ctx.engines.resolver)
+        stored = ctx.datasets.names()
+        # a dataset deleted (or first imported) since the page was built: preselect again
+        chosen = dataset_v if dataset_v in stored else eval_form_defaults().pick_dataset(stored)
         return (
             gr.Dropdown(choices=names),
             gr.Dropdown(choices=["", *adapter_choices(ctx.settings)]),
-            gr.Dropdown(choices=ctx.datasets.names()),
+            gr.Dropdown(choices=stored, value=chosen),
             gr.Dropdown(choices=load_registry(ctx.settings).names()),
         )
+
+    def progress_of(job: Any) -> float:
+        """The progress display's value for a job row: percent done, one decimal."""
+        return round(run_progress(job) * 100, 1)
 
     return {
         "job_id": job_id,
         "status": status,
         "progress": progress,
         "submit_events": [run_event, yaml_event],
+        "progress_fn": progress_of,
         "refresh_fn": refresh_choices,
+        "refresh_inputs": [dataset],
         "refresh_outputs": [model_pick, adapter, dataset, metrics],
     }

@@ -183,13 +183,12 @@ def example_rows(
     ]
 
 
-def bar_figure(results: EvalResults, keys: Sequence[str] | None = None) -> go.Figure:
-    """Grouped bars comparing the models, one panel per metric key (each on its own scale)."""
+def bar_figure(results: EvalResults, keys: Sequence[str] | None = None) -> go.Figure | None:
+    """Grouped bars comparing the models, one panel per metric key (each on its own scale); None while nothing
+    is scored (an empty figure draws bare axes, which read as a broken chart)."""
     shown = [k for k in (keys or results.metric_keys()) if k not in SUMMARY_HIDDEN][:8]
     if not shown or not results.models:
-        fig = go.Figure()
-        fig.update_layout(title="No scores yet", height=280)
-        return fig
+        return None
     fig = make_subplots(rows=1, cols=len(shown), subplot_titles=shown)
     for col, key in enumerate(shown, start=1):
         for i, label in enumerate(results.labels):
@@ -271,6 +270,11 @@ def config_from_form(
     return parse_eval_config(data)
 
 
+def run_progress(job: Job) -> float:
+    """How far a run is, 0 to 1: a finished run is complete whatever its last progress report said."""
+    return 1.0 if job.state == queue.SUCCEEDED else max(0.0, min(1.0, float(job.progress or 0.0)))
+
+
 def list_eval_runs(db: Database, limit: int = 100) -> list[Job]:
     """Eval runs, newest first."""
     return queue.list_jobs(db, kind=KIND, limit=limit)
@@ -283,7 +287,7 @@ def run_rows(jobs: Sequence[Job]) -> list[list[Any]]:
             j.id,
             j.name,
             j.state,
-            f"{j.progress * 100:.0f}%",
+            f"{run_progress(j) * 100:.0f}%",
             j.created_at.astimezone().strftime("%Y-%m-%d %H:%M"),
             j.message,
         ]
@@ -301,7 +305,7 @@ class ResultsView:
     results: EvalResults
     headers: list[str]
     rows: list[list[Any]]
-    figure: go.Figure
+    figure: go.Figure | None
     examples: list[list[Any]]
     notes: str
     sort_by: str | None
@@ -316,7 +320,11 @@ class ResultsView:
 def results_notes(results: EvalResults) -> str:
     """Markdown: state and progress, unavailable metrics, metric errors (with tracebacks), model errors."""
     job = results.job
-    lines = [f"**{job.name or job.id}** · `{job.id}` · **{job.state}** · {job.progress * 100:.0f}% · {job.message}"]
+    lines = [
+        f"**{job.name or job.id}** · `{job.id}` · **{job.state}** · {run_progress(job) * 100:.0f}% · {job.message}"
+    ]
+    if not results.models and job.state in (queue.QUEUED, queue.RUNNING):
+        lines.append("- Scores and the chart appear as soon as the first example is scored.")
     for metric, reason in results.unavailable.items():
         lines.append(f"- ⚠️ metric **{metric}** unavailable: {reason}")
     for label, reason in results.model_errors.items():

@@ -100,7 +100,7 @@ def create_aliases_tab(ctx: AppContext) -> dict[str, Any]:
     model_ids = [e.id for e in ctx.registry.list_models() if e.problem is None]
     default_model = model_ids[0] if model_ids else None
 
-    with gr.Tab("Aliases", id="aliases"):
+    with gr.Tab("Aliases", id="aliases") as tab:
         stats = gr.Markdown(label="Alias statistics", elem_id="aliases-stats")
         with gr.Row():
             search = gr.Textbox(label="Search", placeholder="name, repository, file or template", scale=3)
@@ -416,6 +416,9 @@ def create_aliases_tab(ctx: AppContext) -> dict[str, Any]:
     for comp in (search, source, sort, group):
         comp.change(list_aliases, list_inputs, [table, stats], api_visibility="private")
     refresh_btn.click(list_aliases, list_inputs, [table, stats], api_name="aliases_list")
+    # opening the tab reads the table and the request figures again: requests served since the page loaded
+    # (Playground, API) count at once, not only after Refresh (issue 15, point 5)
+    tab.select(list_aliases, list_inputs, [table, stats], api_visibility="private", show_progress="hidden")
     table.select(on_select, [table], [selected, details], api_visibility="private")
     validate_btn.click(validate, [editing, *form_inputs], [report], api_name="aliases_validate")
     save_event = save_btn.click(

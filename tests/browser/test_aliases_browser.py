@@ -56,3 +56,34 @@ def test_create_clone_delete_alias_in_the_page(server, browser, tmp_path: Path) 
     page.click("#playground-model input")
     wait_for(lambda: page.get_by_role("option", name="web:alias-2").count() > 0)
     (aliases_dir / "web--alias-2.yaml").unlink()
+
+
+def test_alias_statistics_count_a_request_without_refresh(server, browser) -> None:  # type: ignore[no-untyped-def]
+    """Issue 15, point 5: the quick statistics were read once, when the page loaded; a request served afterwards
+    showed only after "Refresh". Opening the tab shows the figures as they are now."""
+    import re
+
+    import httpx
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.goto(server.url + "/")
+    page.wait_for_selector("#playground-input textarea", timeout=90_000)
+    page.get_by_role("tab", name="Aliases").click()
+    stats = page.locator("#aliases-stats")
+    expect(stats).to_contain_text("requests in the last 24 h", timeout=30_000)
+    before = int(re.search(r"(\d+) requests in the last 24 h", stats.inner_text()).group(1))  # type: ignore[union-attr]
+
+    page.get_by_role("tab", name="Playground").click()
+    reply = httpx.post(
+        server.url + "/v1/chat/completions",
+        json={
+            "model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+            "messages": [{"role": "user", "content": "Hi"}],
+            "max_tokens": 2,
+        },
+        timeout=120,
+    )
+    assert reply.status_code == 200, reply.text
+    page.get_by_role("tab", name="Aliases").click()
+    expect(stats).to_contain_text(re.compile(rf"\b{before + 1} requests in the last 24 h"), timeout=15_000)

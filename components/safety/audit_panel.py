@@ -177,17 +177,20 @@ def create_audit_panel(ctx: AppContext) -> dict[str, Any]:
         return gr.Dropdown(choices=audit_choices(ctx.db), value=selected)
 
     def tick(job_id: str | None, seen: str) -> tuple[Any, ...]:
-        """Redraw only when the job moved (state or step changed); idle audits cost one row read."""
+        """Redraw only when the job moved (state or step changed); idle audits cost one row read. When the state
+        changed the picker's labels are read again too: they name each audit's state ("... · succeeded")."""
+        quiet = (gr.skip(),) * 6 + (seen,)
         if not job_id:
-            return (gr.skip(),) * 5 + (seen,)
+            return quiet
         try:
             result = audit_status(ctx.db, job_id, ctx.settings)
         except Exception:  # a deleted job or a typo in the box: the timer stays quiet
-            return (gr.skip(),) * 5 + (seen,)
+            return quiet
         signature = f"{result['job_id']}:{result['state']}:{result['step']}"
         if signature == seen:
-            return (gr.skip(),) * 5 + (seen,)
-        return (result, *render(result), signature)
+            return quiet
+        state_changed = signature.rsplit(":", 1)[0] != seen.rsplit(":", 1)[0]
+        return (result, *render(result), picker(job_id) if state_changed else gr.skip(), signature)
 
     outputs = [status_md, plot, disparity, per_group]
     inputs = [model, adapter, cats, templates, groups, samples, max_tokens, temperature, seed, name]
@@ -198,7 +201,7 @@ def create_audit_panel(ctx: AppContext) -> dict[str, Any]:
     shown = job.change(status, [job], [status_json], api_name="safety_audit_status")
     shown.success(render, [status_json], outputs, api_visibility="private")
     refresh_btn.click(picker, [job], [job], api_visibility="private")
-    timer.tick(tick, [job, last_seen], [status_json, *outputs, last_seen], api_visibility="private")
+    timer.tick(tick, [job, last_seen], [status_json, *outputs, job, last_seen], api_visibility="private")
     return {
         "job": job,
         "status_json": status_json,

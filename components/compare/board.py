@@ -7,6 +7,7 @@ from typing import Any
 import gradio as gr
 
 from components.common import handle_errors
+from studio.compare.defaults import compare_defaults
 from studio.compare.leaderboard import COLUMNS, battle_labels, compute_leaderboard, leaderboard_figure
 from studio.context import AppContext
 
@@ -16,8 +17,10 @@ ALL = "(all)"
 def create_leaderboard_panel(ctx: AppContext) -> dict[str, Any]:
     gr.Markdown(
         "Ratings are **Bradley–Terry** maximum-likelihood strengths on the Elo scale (average 1000; +400 = 10:1 "
-        "odds) with 95% **bootstrap** intervals; online **Elo** (K=32) is shown beside them. Ties and "
-        "'both bad' count half a win for each side."
+        "odds) with 95% **bootstrap** intervals (**n too small** where a contender has fewer than "
+        f"{compare_defaults().leaderboard.min_battles} battles or "
+        "its votes never disagree: resampling them shows no spread, which is not certainty); online **Elo** "
+        "(K=32) is shown beside them. Ties and 'both bad' count half a win for each side."
     )
     with gr.Row():
         use_case = gr.Dropdown(

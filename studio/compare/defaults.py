@@ -22,6 +22,9 @@ class LeaderboardConfig(BaseModel):
     bt_prior: float = Field(1.0, ge=0, le=100, description="Bradley–Terry: virtual ties with a reference player.")
     bootstrap_rounds: int = Field(200, ge=0, le=10_000, description="Bootstrap resamples for the intervals.")
     confidence: float = Field(0.95, gt=0, lt=1, description="Width of the confidence intervals.")
+    min_battles: int = Field(
+        3, ge=1, le=1000, description="Fewer voted battles than this: 'n too small' instead of an interval."
+    )
     seed: int = Field(0, ge=0, description="Bootstrap seed.")
 
 

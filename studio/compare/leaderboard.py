@@ -49,6 +49,16 @@ class LeaderboardRow:
     wins: int
     losses: int
     ties: int
+    ci_note: str | None = None
+
+    @property
+    def interval(self) -> str:
+        """``"1093 – 1170"``, or why there is none (``"n too small (1 battle)"``), or ``"–"``."""
+        if self.ci_low is not None and self.ci_high is not None:
+            return f"{self.ci_low:.0f} – {self.ci_high:.0f}"
+        if self.ci_note:
+            return f"{self.ci_note} ({self.battles} battle{'' if self.battles == 1 else 's'})"
+        return "–"
 
     @property
     def win_rate(self) -> float:
@@ -57,9 +67,8 @@ class LeaderboardRow:
 
     def cells(self) -> list[Any]:
         """The row as the table shows it."""
-        ci = f"{self.ci_low:.0f} – {self.ci_high:.0f}" if self.ci_low is not None and self.ci_high is not None else "–"
         return [
-            self.rank, self.name, round(self.rating, 1), ci, round(self.elo, 1), self.battles, self.wins,
+            self.rank, self.name, round(self.rating, 1), self.interval, round(self.elo, 1), self.battles, self.wins,
             self.losses, self.ties, f"{100 * self.win_rate:.0f}%",
         ]  # fmt: skip
 
@@ -100,7 +109,7 @@ def compute_leaderboard(
     outcomes = outcomes_of(battles)
     ratings = bootstrap_ratings(
         outcomes, rounds=cfg.bootstrap_rounds, confidence=cfg.confidence, seed=cfg.seed, prior=cfg.bt_prior,
-        base=cfg.elo_base,
+        base=cfg.elo_base, min_battles=cfg.min_battles,
     )  # fmt: skip
     elo = elo_ratings(outcomes, k=cfg.elo_k, base=cfg.elo_base)
     counts: dict[str, list[int]] = {}
@@ -109,10 +118,14 @@ def compute_leaderboard(
             c = counts.setdefault(name, [0, 0, 0, 0])
             c[0] += 1
             c[1 if score == 1.0 else 2 if score == 0.0 else 3] += 1
-    rows = [
-        LeaderboardRow(i + 1, r.name, r.rating, r.ci_low, r.ci_high, elo[r.name], *counts[r.name])
-        for i, r in enumerate(ratings)
-    ]
+    rows = []
+    for i, r in enumerate(ratings):
+        played, wins, losses, ties = counts[r.name]
+        rows.append(
+            LeaderboardRow(
+                i + 1, r.name, r.rating, r.ci_low, r.ci_high, elo[r.name], played, wins, losses, ties, r.ci_note
+            )
+        )
     return Leaderboard(rows, win_rate_matrix(outcomes, [r.name for r in rows]), len(outcomes), use_case, tag)
 
 

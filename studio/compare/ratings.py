@@ -10,7 +10,9 @@ contender against a fixed reference player of strength 1 -- keeps the estimate f
 won (or lost) every battle; ``prior=0`` gives the plain MLE. Strengths are reported on the Elo scale:
 ``base + 400 * log10(p_i / geometric mean of p)``, so the average rating is ``base`` and a 400-point gap
 means 10:1 odds. Confidence intervals: percentiles of the ratings over ``rounds`` bootstrap resamples of the
-battles (with replacement, fixed seed).
+battles (with replacement, fixed seed). The bootstrap can only show the spread the votes have: a contender with
+fewer than ``min_battles`` battles, or whose resampled ratings never differ (one battle, or votes that all went
+one way), gets no interval but the note "n too small" -- a zero-width interval would read as certainty.
 
 Elo: every contender starts at ``base``; after each battle, in time order,
 ``R_a += k * (S_a - E_a)`` with ``E_a = 1 / (1 + 10 ** ((R_b - R_a) / 400))`` (and the mirror for b).
@@ -35,12 +37,15 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Rating:
-    """One contender's Bradley–Terry rating with its confidence interval (None when not estimable)."""
+    """One contender's Bradley–Terry rating with its confidence interval (None when not estimable; ``ci_note``
+    then says why when it is the votes, not the settings) and the battles it is based on."""
 
     name: str
     rating: float
     ci_low: float | None
     ci_high: float | None
+    ci_note: str | None = None
+    battles: int = 0
 
 
 def elo_ratings(outcomes: Iterable[Outcome], *, k: float = 32.0, base: float = 1000.0) -> dict[str, float]:
@@ -122,6 +127,9 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return values[lo] + (values[hi] - values[lo]) * (pos - lo)
 
 
+TOO_FEW = "n too small"
+
+
 def bootstrap_ratings(
     outcomes: Sequence[Outcome],
     *,
@@ -130,12 +138,20 @@ def bootstrap_ratings(
     seed: int = 0,
     prior: float = 1.0,
     base: float = 1000.0,
+    min_battles: int = 3,
 ) -> list[Rating]:
     """Bradley–Terry ratings with percentile bootstrap intervals, best first.
 
     A contender absent from some resamples gets its interval from the resamples it appears in; with fewer than
-    two usable resamples (or ``rounds=0``) the interval is None.
+    two usable resamples (or ``rounds=0``) the interval is None. So it is, with ``ci_note`` "n too small", for a
+    contender with fewer than ``min_battles`` battles or whose resampled ratings all agree (see the module
+    docstring).
     """
+    battles: dict[str, int] = {}
+    for o in outcomes:
+        if o.a != o.b:
+            battles[o.a] = battles.get(o.a, 0) + 1
+            battles[o.b] = battles.get(o.b, 0) + 1
     point = bradley_terry(outcomes, prior=prior, base=base)
     samples: dict[str, list[float]] = {name: [] for name in point}
     if outcomes and rounds > 0:
@@ -148,10 +164,15 @@ def bootstrap_ratings(
     out = []
     for name, value in point.items():
         values = sorted(samples[name])
-        if len(values) >= 2:
-            out.append(Rating(name, value, _percentile(values, tail), _percentile(values, 1.0 - tail)))
+        n = battles.get(name, 0)
+        if len(values) < 2:
+            out.append(Rating(name, value, None, None, None, n))
+            continue
+        low, high = _percentile(values, tail), _percentile(values, 1.0 - tail)
+        if n < min_battles or math.isclose(values[0], values[-1], rel_tol=0.0, abs_tol=1e-6):
+            out.append(Rating(name, value, None, None, TOO_FEW, n))
         else:
-            out.append(Rating(name, value, None, None))
+            out.append(Rating(name, value, low, high, None, n))
     return sorted(out, key=lambda r: (-r.rating, r.name))
 
 

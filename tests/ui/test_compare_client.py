@@ -66,6 +66,8 @@ def test_blind_battle_hides_names_until_the_vote_then_leaderboard(client: Client
     names = {row[1] for row in rows(table)}
     assert names == {"default", ADAPTED}
     assert "1 voted battle" in summary
+    # issue 15, point 6: one battle gives no interval to speak of, and the table says so
+    assert [row[3] for row in rows(table)] == ["n too small (1 battle)"] * 2
 
 
 def test_ranking_batch_and_export(client: Client) -> None:

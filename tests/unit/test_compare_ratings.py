@@ -69,6 +69,22 @@ def test_bootstrap_interval_contains_point_and_is_reproducible() -> None:
     assert bootstrap_ratings(outcomes, rounds=0)[0].ci_low is None
 
 
+def test_too_few_battles_give_no_zero_width_interval_but_say_so() -> None:
+    """Issue 15, point 6: one battle read "1131 – 1131" -- every resample of one battle is that battle, so the
+    bootstrap shows no spread because it has nothing to resample, not because the rating is certain."""
+    for rating in bootstrap_ratings([Outcome("A", "B", 1.0)], rounds=200, seed=0):
+        assert (rating.ci_low, rating.ci_high, rating.ci_note, rating.battles) == (None, None, "n too small", 1)
+    # unanimous votes: the resamples never disagree either
+    unanimous = bootstrap_ratings([Outcome("A", "B", 1.0)] * 6, rounds=200, seed=0, min_battles=3)
+    assert all(r.ci_low is None and r.ci_note == "n too small" for r in unanimous)
+    # a contender with one battle among many: its interval would only count how often that battle was drawn
+    outcomes = [Outcome("A", "B", 1.0)] * 4 + [Outcome("A", "B", 0.0)] * 3 + [Outcome("B", "C", 1.0)]
+    by_name = {r.name: r for r in bootstrap_ratings(outcomes, rounds=200, seed=0, min_battles=3)}
+    assert by_name["C"].ci_low is None and by_name["C"].ci_note == "n too small" and by_name["C"].battles == 1
+    assert by_name["A"].ci_low is not None and by_name["A"].ci_high is not None
+    assert by_name["A"].ci_high - by_name["A"].ci_low > 1 and by_name["A"].ci_note is None
+
+
 def test_win_rate_matrix() -> None:
     outcomes = [Outcome("A", "B", 1.0), Outcome("B", "A", 0.5), Outcome("A", "B", 0.0), Outcome("A", "B", 1.0)]
     m = win_rate_matrix(outcomes, ["A", "B", "C"])

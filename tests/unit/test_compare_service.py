@@ -199,6 +199,18 @@ def test_leaderboard_from_votes_with_filters(engines: FakeEngines, db: Database)
     assert fig.data[0].type == "heatmap" and list(fig.data[0].x) == board.names
 
 
+def test_leaderboard_after_one_battle_says_n_too_small_instead_of_a_zero_width_interval(
+    engines: FakeEngines, db: Database
+) -> None:
+    """Issue 15, point 6: what the leaderboard table shows after a first vote."""
+    _views, battle = _blind(engines, db)
+    assert battle.battle_id
+    b.cast_vote(db, battle.battle_id, "a")
+    table = compute_leaderboard(db).table()
+    assert [row[3] for row in table] == ["n too small (1 battle)"] * 2
+    assert all(" – " not in str(row[3]) for row in table)
+
+
 def test_batch_runs_every_prompt_and_votes_in_sequence(engines: FakeEngines, db: Database) -> None:
     prompts = b.parse_prompts("one\n\n two \nthree")
     assert prompts == ["one", "two", "three"]

@@ -55,15 +55,16 @@ def create_named_panel(shared: CompareShared) -> dict[str, Any]:
         regen = gr.Button("Regenerate this side", elem_id="compare-regenerate")
         clear = gr.Button("New conversation", elem_id="compare-clear")
 
-    def updates(state: NamedSession, views: list[SideView], convs: list[list[Any]] | None) -> list[Any]:
+    def updates(state: NamedSession, views: list[SideView], convs: list[list[Any]]) -> list[Any]:
+        """Each side's chat is the conversation it answered plus its reply (``views[i]``), shown once: the final
+        update reuses the streamed conversations, not the histories that already end with the reply."""
         out: list[Any] = []
         n = len(state.specs)
         for i in range(MAX_SIDES):
             if i < n:
-                pending = [{"role": m.role, "content": m.content} for m in convs[i]] if convs else None
+                answered = [{"role": m.role, "content": m.content} for m in convs[i]] if i < len(convs) else []
                 view = views[i] if i < len(views) else None
-                history = pending if pending is not None else state.transcript(i)
-                out.append(gr.update(value=chat_of(history, view), label=state.specs[i].label))
+                out.append(gr.update(value=chat_of(answered, view), label=state.specs[i].label))
             else:
                 out.append(gr.update(value=[]))
         out += [stats_of(views[i]) if i < len(views) else "" for i in range(MAX_SIDES)]
@@ -86,9 +87,11 @@ def create_named_panel(shared: CompareShared) -> dict[str, Any]:
         turn = battles.named_turn(
             ctx.engines, state, picked or [], text, params, system=system_prompt, owner=_owner(request)
         )
+        answered: list[list[Any]] = []
         for views, convs in turn:
+            answered = convs
             yield [*updates(state, views, convs), gr.update(), state]
-        yield [*updates(state, state.last, None), "", state]
+        yield [*updates(state, state.last, answered), "", state]
 
     @handle_errors
     def regenerate(
@@ -102,9 +105,11 @@ def create_named_panel(shared: CompareShared) -> dict[str, Any]:
         state = state or NamedSession()
         params = sampling(temperature, max_tokens)
         index = int(which or 1) - 1
+        answered: list[list[Any]] = []
         for views, convs in battles.regenerate_side(ctx.engines, state, index, params, owner=_owner(request)):
+            answered = convs
             yield [*updates(state, views, convs), state]
-        yield [*updates(state, state.last, None), state]
+        yield [*updates(state, state.last, answered), state]
 
     def reset(state: NamedSession | None) -> list[Any]:
         state = NamedSession()

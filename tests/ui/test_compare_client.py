@@ -50,6 +50,40 @@ def test_compare_run_streams_both_sides(client: Client) -> None:
     assert "tok/s" in final[4] and "TTFT" in final[5]
 
 
+def test_side_by_side_shows_each_reply_once_after_send_continue_and_regenerate(server, lora_adapters) -> None:  # type: ignore[no-untyped-def]
+    """Issue 15, point 2: the final update appended each finished reply to a transcript that already held it, so
+    every bubble showed its reply twice; continuing and regenerating did the same. Each side's chat ends with
+    exactly the reply its last streamed update showed, once."""
+    own = Client(server.url, verbose=False)  # a fresh session: a new side-by-side conversation
+
+    def turn(job: Any) -> tuple[list[list[dict[str, Any]]], list[list[dict[str, Any]]]]:
+        final, streamed = job.result(), job.outputs()
+        return [value(final[i]) for i in (0, 1)], [value(streamed[-2][i]) for i in (0, 1)]
+
+    chats, last_streamed = turn(
+        own.submit(["default", ADAPTED], "What is the capital of France?", "", 0.0, 12, api_name="/compare_run")
+    )
+    first_replies = []
+    for chat, streamed in zip(chats, last_streamed, strict=True):
+        assert [m["role"] for m in chat] == ["user", "assistant"], chat
+        assert text(chat[-1]) == text(streamed[-1]) and text(chat[-1])
+        first_replies.append(text(chat[-1]))
+    assert first_replies[0].startswith("The capital of France is Paris")
+    assert first_replies[0].count("capital of France") == 1
+
+    chats, last_streamed = turn(own.submit(["default", ADAPTED], "And of Italy?", "", 0.0, 12, api_name="/compare_run"))
+    for chat, streamed, first in zip(chats, last_streamed, first_replies, strict=True):
+        assert [m["role"] for m in chat] == ["user", "assistant", "user", "assistant"], chat
+        assert text(chat[1]) == first and text(chat[-1]) == text(streamed[-1])
+
+    job = own.submit("2", 0.0, 12, api_name="/compare_regenerate")
+    final, streamed = job.result(), job.outputs()
+    for i in (0, 1):
+        chat = value(final[i])
+        assert [m["role"] for m in chat] == ["user", "assistant", "user", "assistant"], chat
+        assert text(chat[-1]) == text(value(streamed[-2][i])[-1]) == text(chats[i][-1])
+
+
 def test_blind_battle_hides_names_until_the_vote_then_leaderboard(client: Client) -> None:
     job = client.submit(["default", ADAPTED], "Name a colour.", 0.0, 8, "", "ui-test", api_name="/compare_blind")
     final = job.result()

@@ -294,20 +294,20 @@ def create_wizard_panel(ctx: AppContext) -> dict[str, Any]:
 
     @handle_errors
     def estimate(config: str, progress: gr.Progress = gr.Progress()) -> str:  # noqa: B008
-        """How long the job will take: loads the base model and runs real warm-up training steps here, then
-        extrapolates to the job's steps (evaluation passes included)."""
+        """How long the job will take, part by part (loading, tokenising, steps, evaluation, checkpoints), each
+        measured here on the job's own model and data, with the range it may take."""
         progress(0.05, desc="Checking the config, dataset and base model")
         if not (config or "").strip():
             raise ValidationError("press Review first: the YAML config is empty", param="config")
-        progress(0.2, desc="Loading the base model and running 2 real warm-up steps (nothing is saved)")
+        progress(0.2, desc="Loading the base model, tokenising, 3 real steps, one evaluation and one save")
         result = estimate_yaml(ctx.settings, ctx.db, config)
         progress(1.0, desc="Done")
-        notes = "".join(f"\n\n* {n}" for n in result.notes)
+        parts = "".join(f"\n* {line}" for line in result.breakdown())
+        notes = "".join(f"\n\n{n}" for n in result.notes)
         return (
-            f"⏱ **Estimated duration: {result.summary()}** — measured over {result.measured_steps} warm-up steps; "
-            f"loading takes {format_duration(result.load_seconds)}"
-            + (f", evaluation about {format_duration(result.eval_seconds)}" if result.eval_seconds else "")
-            + notes
+            f"⏱ **Estimated duration: {result.summary()}**\n\nEach part measured here just now (the estimate "
+            f"took {format_duration(result.estimate_seconds)}); the range has every part at its fastest and at "
+            f"its slowest:\n{parts}{notes}"
         )
 
     def refresh_choices(dataset: str | None, model: str | None) -> tuple[Any, Any]:

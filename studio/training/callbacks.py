@@ -174,18 +174,37 @@ class ReporterCallback(TrainerCallback):  # type: ignore[misc]
 
 
 class StepTimer(TrainerCallback):  # type: ignore[misc]
-    """Measures each optimizer step's wall time (for duration estimates and the benchmark)."""
+    """Measures each optimizer step's wall time, and each evaluation and checkpoint save that follows a step (for
+    duration estimates and the benchmark)."""
 
     def __init__(self) -> None:
-        self.times: list[float] = []
+        self.times: list[float] = []  # each step's seconds
+        self.started: list[float] = []  # when each step began (perf_counter)
+        self.eval_seconds: list[float] = []  # each evaluation pass
+        self.save_seconds: list[float] = []  # each checkpoint save
         self._started: float | None = None
+        self._mark: float | None = None  # the end of the last step or evaluation
 
     def on_step_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         self._started = time.perf_counter()
+        self.started.append(self._started)
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        self._mark = time.perf_counter()
         if self._started is not None:
-            self.times.append(time.perf_counter() - self._started)
+            self.times.append(self._mark - self._started)
             self._started = None
+
+    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        now = time.perf_counter()
+        if self._mark is not None:  # the trainer logs, evaluates, then saves, right after a step
+            self.eval_seconds.append(now - self._mark)
+        self._mark = now
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        now = time.perf_counter()
+        if self._mark is not None:
+            self.save_seconds.append(now - self._mark)
+        self._mark = None

@@ -13,6 +13,7 @@ import logging
 import math
 import re
 import socket
+import statistics
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
     from studio.aliases.resolve import AliasResolver
     from studio.inference.manager import EngineManager
     from studio.playground.conversations import ConversationPublic
-    from studio.training.train import EstimateResult
+    from studio.training.estimate import EstimatePart, EstimateResult
 
 log = logging.getLogger(__name__)
 
@@ -259,16 +260,52 @@ def submit_yaml(settings: Settings, db: Database, text: str) -> Job:
 
 
 def estimate_yaml(settings: Settings, db: Database, text: str, warmup_steps: int = 2) -> EstimateResult:
-    """How long the job a YAML config describes will take, from ``warmup_steps`` real training steps on this
-    machine (the model is loaded and trained in this process; nothing is saved)."""
+    """How long the job a YAML config describes will take: each part measured on this machine (the model is
+    loaded, tokenises the data and trains ``warmup_steps`` steps in this process; nothing is saved), plus the
+    job's start as the last jobs here took it (see :mod:`studio.training.estimate`)."""
+    from studio.training.estimate import estimate_duration
     from studio.training.job import resolve_base_model
-    from studio.training.train import estimate_duration
 
     config = prepare_yaml(settings, db, text)
     store = DatasetStore(settings, db)
     examples = store.load_examples(store.get_version(config.dataset, config.dataset_version))
     model_path = resolve_base_model(settings, config.base_model)
-    return estimate_duration(config, examples, model_path, warmup_steps=warmup_steps)
+    estimate = estimate_duration(config, examples, model_path, warmup_steps=warmup_steps)
+    start = job_start_part(db)
+    if start is None:
+        estimate.notes.append(
+            "Not included: starting the job's own process (Python imports, reading the dataset), a few seconds "
+            "to half a minute; estimates include it once a first job has run here."
+        )
+        return estimate
+    return estimate.with_part(start)
+
+
+def job_start_part(db: Database, recent: int = 5) -> EstimatePart | None:
+    """What a fine-tuning job spends besides what an estimate measures (its process starting, importing the
+    libraries, reading the dataset, registering the artifact): its wall time minus the training's own (less the
+    imports it timed), measured on the last ``recent`` jobs that succeeded at their first attempt here. None
+    before the first such job."""
+    from studio.training.estimate import EstimatePart
+
+    overheads: list[float] = []
+    for job in queue.list_jobs(db, state=queue.SUCCEEDED, kind=KIND, limit=4 * recent):
+        result = job.result if isinstance(job.result, dict) else {}
+        trained, imports = result.get("seconds"), result.get("startup_seconds", 0.0)
+        if job.attempts or job.started_at is None or job.finished_at is None or not isinstance(trained, int | float):
+            continue
+        wall = (job.finished_at - job.started_at).total_seconds()
+        overheads.append(max(0.0, wall - float(trained) + float(imports or 0.0)))
+        if len(overheads) == recent:
+            break
+    if not overheads:
+        return None
+    return EstimatePart.timed(
+        "job process",
+        statistics.median(overheads),
+        overheads,
+        detail=f"starting (imports, dataset) and finishing, as the last {len(overheads)} job(s) here took",
+    )
 
 
 # -- choices for the pickers -----------------------------------------------------------------------------------

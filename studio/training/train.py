@@ -1,4 +1,5 @@
-"""Supervised fine-tuning with TRL's ``SFTTrainer``: train, estimate the duration, save the artifact.
+"""Supervised fine-tuning with TRL's ``SFTTrainer``: train and save the artifact (duration estimates:
+:mod:`studio.training.estimate`).
 
 ``train()`` is the job body (the job kind resolves the dataset and the model and calls it); it talks to the
 queue only through a :class:`JobReporter`, so tests and scripts run it with a ``MemoryReporter``.
@@ -15,10 +16,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -58,6 +58,9 @@ class TrainingResult:
     total_params: int
     train_examples: int
     eval_examples: int
+    #: of ``seconds``, the time before the model started loading: importing torch, transformers, TRL and PEFT
+    #: (seconds in a fresh job process, nothing where they were imported already)
+    startup_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (the job row's result)."""
@@ -69,31 +72,10 @@ class TrainingResult:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainingResult:
         """The inverse of :meth:`to_dict` (a launched run's ``result.json``)."""
-        values = {k: data[k] for k in cls.__dataclass_fields__}
+        values = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         for key in ("artifact_path", "last_checkpoint"):
             values[key] = Path(values[key]) if values[key] is not None else None
         return cls(**values)
-
-
-@dataclass
-class EstimateResult:
-    """A duration estimate from real warm-up steps (the wizard's Review step)."""
-
-    total_steps: int
-    seconds_per_step: float
-    measured_steps: int
-    load_seconds: float
-    eval_seconds: float
-    total_seconds: float
-    device: str
-    notes: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        """``"about 1 min 15 s (30 steps x 1.52 s/step on cpu)"``."""
-        return (
-            f"about {format_duration(self.total_seconds)} ({self.total_steps} steps x "
-            f"{self.seconds_per_step:.2f} s/step on {self.device})"
-        )
 
 
 def format_duration(seconds: float) -> str:
@@ -165,6 +147,16 @@ def _build_trainer(
     return trainer, BuildTimes(loaded - started, time.perf_counter() - loaded)
 
 
+def _import_training_libraries() -> None:
+    """Import what training uses, so that its cost (seconds in a fresh process) is timed apart from loading."""
+    import datasets  # noqa: F401
+    import peft  # noqa: F401
+    import transformers  # noqa: F401
+    import trl  # noqa: F401
+
+    import_torch()
+
+
 def _examples_text(train_count: int, eval_count: int) -> str:
     """``"45 training and 5 evaluation examples"`` (or ``"45 training examples"``)."""
     return f"{train_count} training" + (f" and {eval_count} evaluation" if eval_count else "") + " examples"
@@ -227,6 +219,13 @@ def train(
             len(train_rows), len(eval_rows),
         )  # fmt: skip
 
+    def phase(message: str) -> None:  # the monitor shows it beside its progress bar
+        reporter.progress(0, None, 0.0, None, message)
+
+    phase("importing the training libraries")
+    _import_training_libraries()
+    startup = time.perf_counter() - started
+    reporter.log(f"imported torch, transformers, TRL and PEFT in {startup:.1f} s")
     import_torch().manual_seed(config.seed)
     from studio.training.callbacks import ReporterCallback
 
@@ -235,10 +234,6 @@ def train(
         early_stopping_patience=config.early_stopping_patience,
         early_stopping_threshold=config.early_stopping_threshold,
     )
-
-    def phase(message: str) -> None:  # the monitor shows it beside its progress bar
-        reporter.progress(0, None, 0.0, None, message)
-
     trainer, times = _build_trainer(
         config, train_rows, eval_rows, model_path, checkpoint_dir, device, [callback, *callbacks], phase=phase
     )
@@ -282,6 +277,7 @@ def train(
         total_params=total,
         train_examples=len(train_rows),
         eval_examples=len(eval_rows),
+        startup_seconds=startup,
     )
     if artifact_path is not None and trainer.is_world_process_zero():
         write_run_file(output_dir, config, model_path, result)
@@ -344,60 +340,3 @@ def read_run_file(artifact_dir: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) and data.get("format") == RUN_FORMAT else None
-
-
-def estimate_duration(
-    config: FinetuneConfig,
-    examples: Sequence[Mapping[str, Any]],
-    model_path: Path,
-    *,
-    warmup_steps: int = 2,
-) -> EstimateResult:
-    """Run ``warmup_steps`` real training steps (plus one unmeasured first step) and extrapolate the whole job.
-
-    Nothing is saved: the steps run in a temporary directory. The estimate counts steps the way the trainer
-    will (packing and gradient accumulation included), and adds evaluation passes at about a third of a
-    training step's cost per batch (a forward pass without backward).
-    """
-    from studio.training.callbacks import StepTimer
-
-    train_rows, eval_rows = split_examples(examples, config.validation_split, config.seed)
-    device = pick_device()
-    timer = StepTimer()
-    notes: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="whetstone-estimate-") as tmp:
-        load_started = time.perf_counter()
-        probe = config.model_copy(update={"checkpoint_every_steps": 1_000_000})
-        trainer, _times = _build_trainer(
-            probe, train_rows, eval_rows, model_path, Path(tmp), device, [timer], max_steps=warmup_steps + 1,
-            evaluate=False,
-        )  # fmt: skip
-        load_seconds = time.perf_counter() - load_started
-        batches_per_epoch = len(trainer.get_train_dataloader())
-        trainer.train()
-    measured = timer.times[1:] or timer.times  # the first step pays one-off costs (allocations, kernels)
-    per_step = sum(measured) / len(measured)
-    steps_per_epoch = max(1, math.ceil(batches_per_epoch / config.gradient_accumulation))
-    total_steps = config.max_steps or max(1, math.ceil(steps_per_epoch * config.epochs))
-    eval_seconds = 0.0
-    if eval_rows and config.validation_split > 0:
-        evals = (
-            total_steps // config.eval_every_steps
-            if config.eval_every_steps
-            else math.ceil(total_steps / steps_per_epoch)
-        )
-        eval_batches = math.ceil(len(eval_rows) / config.batch_size)
-        eval_seconds = evals * eval_batches * per_step / (3 * config.gradient_accumulation)
-    if device.count > 1:
-        notes.append(f"{device.count} GPUs: measured on one; accelerate launch divides the steps between them")
-    total = load_seconds + total_steps * per_step + eval_seconds
-    return EstimateResult(
-        total_steps=total_steps,
-        seconds_per_step=per_step,
-        measured_steps=len(measured),
-        load_seconds=load_seconds,
-        eval_seconds=eval_seconds,
-        total_seconds=total,
-        device=device.name,
-        notes=notes,
-    )

@@ -235,7 +235,7 @@ def test_early_stopping_ends_the_run_before_max_steps(tiny_model: Path, tmp_path
 
 
 def test_estimate_duration_measures_real_steps(tiny_model: Path) -> None:
-    from studio.training.train import estimate_duration
+    from studio.training.estimate import estimate_duration
 
     config = make_config("lora", max_steps=None, epochs=2, batch_size=2)
 
@@ -245,6 +245,39 @@ def test_estimate_duration_measures_real_steps(tiny_model: Path) -> None:
     assert estimate.measured_steps == 2 and estimate.seconds_per_step > 0
     assert estimate.total_seconds >= estimate.total_steps * estimate.seconds_per_step
     assert "12 steps" in estimate.summary()
+
+
+def test_estimate_has_measured_parts_and_a_range_that_holds_the_real_run(tiny_model: Path, tmp_path: Path) -> None:
+    """Issue 15, point 13: "about 14 s" for a job that trained for 40 s -- the estimate counted the steps and left
+    out model loading, tokenising, the first step's one-off costs, evaluation and checkpoints. Every part is now
+    measured, the range is shown, and a real run of the same config lands in it."""
+    from studio.training.estimate import estimate_duration
+    from studio.training.train import format_duration
+
+    config = make_config(
+        "lora", max_steps=6, batch_size=2, validation_split=0.25, eval_every_steps=2, checkpoint_every_steps=3
+    )
+
+    estimate = estimate_duration(config, EXAMPLES, tiny_model)
+
+    parts = {p.name: p for p in estimate.parts}
+    assert list(parts) == ["load model", "tokenise", "first step", "train steps", "evaluation", "checkpoints"]
+    for part in parts.values():
+        assert part.measured and part.seconds > 0 and part.low < part.seconds < part.high, part
+    assert "3 passes x 2 batches" in parts["evaluation"].detail  # evals at steps 2, 4 and 6 over 3 eval rows
+    assert "2 checkpoints and the final save" in parts["checkpoints"].detail  # steps 3 and 6, then the artifact
+    assert estimate.total_seconds == pytest.approx(sum(p.seconds for p in parts.values()))
+    assert estimate.low_seconds < estimate.total_seconds < estimate.high_seconds
+    shown = estimate.summary()
+    assert f"({format_duration(estimate.low_seconds)} – {format_duration(estimate.high_seconds)})" in shown, shown
+    assert len(estimate.breakdown()) == 6 and all(" – " in line for line in estimate.breakdown())
+
+    result = train(config, EXAMPLES, tiny_model, tmp_path / "adapter", MemoryReporter())
+
+    # one run on a shared 2-core machine: a margin of half the range's ends either way, not a factor of three
+    assert estimate.low_seconds / 1.5 <= result.seconds <= estimate.high_seconds * 1.5, (
+        f"real run {result.seconds:.2f} s; estimate {estimate.summary()}: " + "; ".join(estimate.breakdown())
+    )
 
 
 def test_packing_and_gradient_checkpointing_train(tiny_model: Path, tmp_path: Path) -> None:

@@ -313,3 +313,30 @@ def test_only_a_succeeded_job_loads_in_the_playground(db: Database) -> None:
     with pytest.raises(ConflictError) as err:
         load_trained(None, db, job_id)  # type: ignore[arg-type]  # refused before any engine is touched
     assert "queued" in str(err.value)
+
+
+def test_the_estimate_adds_the_job_process_time_the_last_jobs_took(db: Database) -> None:
+    """Issue 15, point 13: a job's wall time beyond its training (process start, imports, dataset, registering
+    the artifact) comes from the jobs that ran here; none before the first job."""
+    from datetime import timedelta
+
+    from studio.db.tables import Job
+
+    assert service.job_start_part(db) is None
+    # (outside train(), the imports train() timed at its start): 12 + 0, 5 + 10, 30 + 0
+    for outside, imports in ((12.0, 0.0), (5.0, 10.0), (30.0, 0.0)):
+        job_id = _submit(db)
+        claimed = queue.claim_next(db, "host:1")
+        assert claimed is not None
+        result = {"seconds": 40.0, "startup_seconds": imports}
+        assert queue.finish(db, queue.Lease.of(claimed), queue.SUCCEEDED, message="ok", result=result)
+        with db.session() as session:
+            row = session.get(Job, job_id)
+            assert row is not None and row.started_at is not None
+            row.finished_at = row.started_at + timedelta(seconds=40.0 + outside)
+            session.add(row)
+            session.commit()
+    part = service.job_start_part(db)
+    assert part is not None and part.name == "job process" and part.measured
+    assert part.seconds == pytest.approx(15.0) and part.low <= 12.0 and part.high >= 30.0
+    assert "last 3 job(s)" in part.detail

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -212,7 +213,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         log_level="info",
-        timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
+        timeout_graceful_shutdown=max(1, math.ceil(settings.drain_timeout_s)),
     )
     server = uvicorn.Server(config)
     if args.share:
@@ -222,7 +223,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         if worker is not None:
             worker.stop(timeout_s=15)
-        ctx.close()
+        # running generations get the rest of the drain time, then are cancelled; their request_log rows are written
+        ctx.close(drain_timeout_s=settings.drain_timeout_s)
     return 0
 
 

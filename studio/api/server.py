@@ -4,7 +4,6 @@ onto it by ``app.py`` (the core never imports gradio)."""
 from __future__ import annotations
 
 import math
-import secrets
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -21,12 +20,10 @@ from studio.errors import AuthenticationError, RateLimitError, StudioError
 
 
 def _require_key(request: HTTPConnection) -> None:
-    key = request.app.state.ctx.settings.api_key
-    if not key:
-        return
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip(), key):
+    """The REST routes' own check (the front-door middleware runs the same one when the full app serves)."""
+    from studio.auth import authenticate
+
+    if authenticate(request.app.state.ctx.settings, request.headers, request.cookies) is None:
         raise AuthenticationError("missing or wrong API key: send 'Authorization: Bearer <STUDIO_API_KEY>'")
 
 
@@ -144,7 +141,12 @@ def create_api(ctx: AppContext) -> FastAPI:
     app.include_router(conversation_router, dependencies=[Depends(_require_key_http)])
 
     @app.get("/health", tags=["studio"])
-    def health() -> dict[str, Any]:
+    def health(request: Request) -> dict[str, Any]:
+        """Liveness for anyone (load balancers, Docker); version and loaded models only for authenticated callers."""
+        from studio.auth import authenticate
+
+        if authenticate(ctx.settings, request.headers, request.cookies) is None:
+            return {"status": "ok"}
         return {"status": "ok", "version": __version__, "loaded": [i.model_id for i in ctx.engines.loaded()]}
 
     return app

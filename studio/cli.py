@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -218,6 +219,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server = uvicorn.Server(config)
     if args.share:
         start_share_tunnel(server, settings.host, settings.port, settings)
+    # uvicorn re-raises the SIGTERM it caught once it has stopped serving; with Python's default handler that kills
+    # the process before the clean-up below (generations' request_log rows, the job worker). Turn it into an exit.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         server.run()
     finally:
@@ -226,6 +230,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # running generations get the rest of the drain time, then are cancelled; their request_log rows are written
         ctx.close(drain_timeout_s=settings.drain_timeout_s)
     return 0
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -95,8 +95,10 @@ def test_adapter_swap_and_compare(http: httpx.Client, lora_adapters: tuple[Path,
         cmp = http.post("/api/inference/compare", json={**base_body, "adapter": "lora-a"}).json()
         assert cmp["adapter"]["text"] == with_a and cmp["base"]["text"] == base_text
         assert cmp["adapter"]["stats"]["tokens_per_s"] > 0 and cmp["base"]["stats"]["tokens_per_s"] > 0
-        bad = http.post(f"/api/inference/models/{BUNDLED}/swap-adapter", json={"adapter": "/no/such/adapter"})
+        bad = http.post(f"/api/inference/models/{BUNDLED}/swap-adapter", json={"adapter": "no-such-adapter"})
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "adapter"
+        outside = http.post(f"/api/inference/models/{BUNDLED}/swap-adapter", json={"adapter": "/no/such/adapter"})
+        assert outside.status_code == 403 and outside.json()["error"]["param"] == "adapter"
     finally:
         http.post(f"/api/inference/models/{BUNDLED}/swap-adapter", json={"adapter": None})
     assert http.post("/api/inference/generate", json=base_body).json()["text"] == base_text

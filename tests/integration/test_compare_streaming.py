@@ -87,7 +87,8 @@ def test_two_models_stream_at_the_same_time(private_ctx: AppContext, tmp_path: P
     from tests.integration.test_compare_dpo import BUNDLED_DIR, make_tiny_model
 
     ctx = private_ctx
-    tiny = make_tiny_model(tmp_path / "org--tiny", ctx.settings.home / "models" / BUNDLED_DIR)
+    # under STUDIO_HOME: a model path outside the home and STUDIO_MODEL_DIRS is refused (issue 14)
+    tiny = make_tiny_model(ctx.settings.home / "tiny" / "org--tiny", ctx.settings.home / "models" / BUNDLED_DIR)
     specs = [ContenderSpec(BUNDLED_MODEL_ID), ContenderSpec(str(tiny))]
     # long enough that the tiny model (random weights, never stops early, ~10x faster) is still generating when
     # the bundled model's first token comes: with 24 tokens it could finish first on a quiet machine

@@ -638,7 +638,8 @@ class EngineManager:
         if not enabled:
             return None, lambda _result: None, None
         safety_filter = self.safety.filter_for(policy)
-        report = SafetyReport(policy=str(self.safety.policy_path(policy)))
+        # named as the Safety tab names it ($STUDIO_HOME/safety/x.yaml, configs/safety/x.yaml): no install path
+        report = SafetyReport(policy=self.safety.policies.display(self.safety.policy_path(policy)))
         last_user = max((i for i, m in enumerate(msgs) if m.role == "user"), default=None)
         if last_user is not None:
             checked = check_prompt(safety_filter, msgs[last_user].content)

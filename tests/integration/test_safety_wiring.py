@@ -81,7 +81,7 @@ def test_alias_policy_filters_by_default_and_blocks_prompts(private_ctx: AppCont
     (aliases / "safe-smol.yaml").write_text(yaml.safe_dump(alias), encoding="utf-8")
     result = private_ctx.engines.chat("safe-smol", FRANCE, GREEDY)  # no switch: the alias's policy applies
     assert result.stats.finish_reason == "content_filter" and result.safety is not None
-    assert result.safety["policy"].endswith("strict.yaml")
+    assert result.safety["policy"] == "$STUDIO_HOME/safety/strict.yaml"  # never the absolute path
     assert private_ctx.engines.chat("safe-smol", FRANCE, GREEDY, safety=False).stats.finish_reason == "stop"
     with pytest.raises(SafetyBlockedError, match="blocked by the safety policy before generation"):
         private_ctx.engines.chat("safe-smol", [ChatMessage("user", "Mail me at bob@example.org")], GREEDY)

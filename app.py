@@ -19,7 +19,7 @@ from components.aliases_tab import create_aliases_tab
 from components.compare_tab import create_compare_tab
 from components.evaluate_tab import create_evaluate_tab
 from components.finetune_tab import create_finetune_tab
-from components.playground_tab import create_playground_tab
+from components.playground_tab import PLAYGROUND_CSS, create_playground_tab
 from components.safety_tab import create_safety_tab
 from studio import __version__
 from studio.api.server import create_api
@@ -94,7 +94,7 @@ def create_app(settings: Settings | None = None) -> tuple[FastAPI, AppContext]:
         api,
         demo,
         path="",
-        css=CSS,
+        css=CSS + PLAYGROUND_CSS,
         footer_links=["api", "gradio", "settings"],
         # Gradio refuses a bigger file while it streams in and deletes the partial file itself
         max_file_size=ctx.settings.max_upload_bytes,

@@ -31,6 +31,21 @@ from studio.settings import generation_defaults, load_defaults
 
 LOADED_COLUMNS = ["Model", "Engine", "Device", "dtype", "Quantization", "Memory (MiB)", "Adapters", "Active adapter"]
 
+#: On a phone the tab's blocks stack in one column: the conversation and the message box come first (the
+#: loading form and its six buttons used to push them ~700 px down), then the loading form, then the sampling
+#: parameters; the model's name gets a line of its own (it was cut at half width), the loading buttons sit two
+#: to a line and Send / Stop / Clear share one. Wide screens keep the form above the chat, the parameters beside it.
+PLAYGROUND_CSS = """
+@media (max-width: 640px) {
+  #playground-main { display: contents; }
+  #playground-conversation { order: -1; }
+  #playground-parameters { order: 1; }
+  #playground-model { min-width: 100% !important; }
+  #playground-buttons > button { flex: 1 1 40%; min-width: 40% !important; }
+  #playground-send-row > button { flex: 1 1 0; min-width: 0 !important; padding-inline: 4px; white-space: nowrap; }
+}
+"""
+
 
 def _model_choices(ctx: AppContext) -> tuple[list[str], str | None]:
     """User aliases first, then every model (model aliases)."""
@@ -103,7 +118,7 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
     with gr.Tab("Playground", id="playground"):
         session = gr.State(PlaygroundSession())
         # -- model loading ------------------------------------------------------------------------------------
-        with gr.Row():
+        with gr.Row(elem_id="playground-model-row"):
             model_box = gr.Dropdown(
                 choices=ids,
                 value=default_model,
@@ -144,7 +159,7 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
                 elem_id="playground-engine",
                 scale=1,
             )
-        with gr.Row():
+        with gr.Row(elem_id="playground-buttons"):
             load_btn = gr.Button("Load", variant="primary", elem_id="playground-load")
             estimate_btn = gr.Button("Estimate memory", elem_id="playground-estimate")
             unload_btn = gr.Button("Unload", elem_id="playground-unload")
@@ -158,8 +173,8 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
                 headers=LOADED_COLUMNS, value=loaded_rows(ctx), interactive=False, elem_id="playground-loaded"
             )
             timer = gr.Timer(3.0)
-        with gr.Row():
-            with gr.Column(scale=3), gr.Tabs(elem_id="playground-views"):
+        with gr.Row(elem_id="playground-main"):
+            with gr.Column(scale=3, elem_id="playground-conversation"), gr.Tabs(elem_id="playground-views"):
                 with gr.Tab("Chat", id="pg-chat"):
                     chatbot = gr.Chatbot(label="Chat", elem_id="playground-chat", height=420, buttons=["copy"])
                     message_box = gr.Textbox(
@@ -171,7 +186,7 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
                         max_lines=8,
                         elem_id="playground-input",
                     )
-                    with gr.Row():
+                    with gr.Row(elem_id="playground-send-row"):
                         send = gr.Button("Send", variant="primary", elem_id="playground-send")
                         stop_btn = gr.Button("Stop", variant="stop", elem_id="playground-stop")
                         clear = gr.Button("Clear chat", elem_id="playground-clear")
@@ -200,7 +215,7 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
                     with gr.Row():
                         compare_adapter = gr.Markdown(label="With adapter", elem_id="playground-compare-adapter")
                         compare_base = gr.Markdown(label="Base model", elem_id="playground-compare-base")
-            with gr.Column(scale=2):
+            with gr.Column(scale=2, elem_id="playground-parameters"):
                 system_box = gr.Textbox(
                     value=str(load_defaults().get("playground", {}).get("system_prompt", "")),
                     label="System prompt",

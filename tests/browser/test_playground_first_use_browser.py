@@ -1,10 +1,16 @@
 """A new user's first minutes in the Playground, in chromium: the message box sends on Enter (as its
-placeholder says) and keeps Shift+Enter for a new line (issue 15, point 1)."""
+placeholder says) and keeps Shift+Enter for a new line (issue 15, point 1); at phone width the conversation and
+the message box come first and the model's name is not cut (issue 15, point 14)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 from playwright.sync_api import expect
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -43,3 +49,38 @@ def test_enter_sends_the_message_and_shift_enter_adds_a_line(server, browser) ->
     expect(page.locator("#playground-stats")).to_contain_text("finish:", timeout=120_000)
     expect(bots).to_have_count(1)
     expect(bots.last).to_contain_text("Paris")
+
+
+def test_at_phone_width_the_conversation_and_message_box_come_first(server, browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """At 390x844 the chat sat ~700 px down, below the model form and six stacked buttons, and the model's name
+    was cut to "HuggingFaceTB/Sı". The first screen now shows the conversation, the message box and Send; the
+    loading controls follow, the model's name whole. STUDIO_UPDATE_SCREENSHOTS=1 writes the screenshots to
+    docs/screenshots/."""
+    page = open_playground(server, browser, 390, 844)
+    chat, box, send = (
+        page.locator("#playground-chat"),
+        page.locator("#playground-input textarea"),
+        page.locator("#playground-send"),
+    )
+    for element in (chat, box, send):
+        expect(element).to_be_in_viewport(ratio=1.0)  # wholly on the first screen, without scrolling
+    assert page.evaluate("window.scrollY") == 0
+    model = page.locator("#playground-model input")
+    expect(model).to_have_value("HuggingFaceTB/SmolLM2-135M-Instruct")
+    scroll_width, client_width = model.evaluate("e => [e.scrollWidth, e.clientWidth]")
+    assert scroll_width <= client_width, f"the model's name is cut: {scroll_width} px of text in {client_width} px"
+    load = page.locator("#playground-load").bounding_box()
+    chat_box = chat.bounding_box()
+    assert load is not None and chat_box is not None and load["y"] > chat_box["y"] + chat_box["height"]
+    # docs/screenshots/ is refreshed on request only: a test run leaves the checkout as it was
+    shots = ROOT / "docs" / "screenshots" if os.environ.get("STUDIO_UPDATE_SCREENSHOTS") else tmp_path
+    page.screenshot(path=str(shots / "playground-phone.png"))
+    page.locator("#playground-model-row").screenshot(path=str(shots / "playground-phone-model.png"))  # scrolls
+    assert (shots / "playground-phone.png").stat().st_size > 10_000
+
+    # a wide screen keeps the loading controls above the conversation
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.evaluate("window.scrollTo(0, 0)")
+    expect(page.locator("#playground-load")).to_be_in_viewport()
+    wide_load, wide_chat = page.locator("#playground-load").bounding_box(), chat.bounding_box()
+    assert wide_load is not None and wide_chat is not None and wide_load["y"] < wide_chat["y"]

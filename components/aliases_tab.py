@@ -26,14 +26,14 @@ from studio.aliases.service import (
     parse_form_number,
     save_checked,
 )
-from studio.aliases.templates import BUILTIN_TEMPLATES
+from studio.aliases.templates import template_choices
 from studio.context import AppContext
 from studio.errors import ValidationError
 from studio.files import write_text_atomic
 from studio.inference.base import ChatMessage
 from studio.inference.params import field_help
 from studio.playground.chat import parse_stop_sequences
-from studio.settings import generation_defaults
+from studio.settings import Settings, generation_defaults
 
 F = TypeVar("F", bound=Callable[..., Any])
 OWN_TEMPLATE = "(model's own)"
@@ -82,8 +82,9 @@ def _form_signature(*leading: str) -> Callable[[F], F]:
     return deco
 
 
-def _template_choices() -> list[str]:
-    return [OWN_TEMPLATE, "embedded", *BUILTIN_TEMPLATES]
+def _template_choices(settings: Settings) -> list[str]:
+    """The model's own, ``embedded``, the built-ins, then the user's ``STUDIO_HOME/chat_templates/*.jinja``."""
+    return [OWN_TEMPLATE, *template_choices(settings)]
 
 
 def _report_md(errors: list[ValidationError], warnings: list[str], ok_text: str = "") -> str:
@@ -147,7 +148,7 @@ def create_aliases_tab(ctx: AppContext) -> dict[str, Any]:
                     elem_id="aliases-model",
                 )
                 template = gr.Dropdown(
-                    _template_choices(),
+                    _template_choices(ctx.settings),
                     value=OWN_TEMPLATE,
                     label="Chat template",
                     info=AliasConfig.model_fields["chat_template"].description,
@@ -419,6 +420,14 @@ def create_aliases_tab(ctx: AppContext) -> dict[str, Any]:
     # opening the tab reads the table and the request figures again: requests served since the page loaded
     # (Playground, API) count at once, not only after Refresh (issue 15, point 5)
     tab.select(list_aliases, list_inputs, [table, stats], api_visibility="private", show_progress="hidden")
+    # and the template choices: a .jinja file added to STUDIO_HOME/chat_templates shows up without a restart
+    tab.select(
+        lambda: gr.Dropdown(choices=_template_choices(ctx.settings)),
+        None,
+        [template],
+        api_visibility="private",
+        show_progress="hidden",
+    )
     table.select(on_select, [table], [selected, details], api_visibility="private")
     validate_btn.click(validate, [editing, *form_inputs], [report], api_name="aliases_validate")
     save_event = save_btn.click(

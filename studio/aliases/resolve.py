@@ -213,6 +213,7 @@ def validate_alias(
                 cfg.chat_template,
                 model_dir=entry.path if entry is not None and entry.format == "hf" else None,
                 hf_cache=resolver.registry.settings.hf_cache_dir,
+                settings=resolver.registry.settings,
             )
         except ValidationError as exc:
             report.errors.append(exc)

@@ -110,7 +110,10 @@ class AliasConfig(BaseModel):
     filename: str | None = Field(None, description="GGUF file inside the repository (quantization).")
     snapshot: str | None = Field(None, description="Hugging Face cache snapshot (commit) to use.")
     chat_template: str | None = Field(
-        None, description="Built-in template id, 'embedded' (the model's own) or a repo id with a tokenizer_config."
+        None,
+        description="A built-in template id; the name of your own .jinja file in STUDIO_HOME/chat_templates, or a "
+        "path to one in STUDIO_HOME or the model folders; 'embedded' (the model's own); or a repo id with a "
+        "tokenizer_config.",
     )
     context_params: ContextParams = Field(default_factory=ContextParams)
     request_params: RequestParams = Field(default_factory=RequestParams)

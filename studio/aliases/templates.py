@@ -1,12 +1,23 @@
-"""Chat templates for model aliases: the built-in ones, rendering, and templates read from model files.
+"""Chat templates for model aliases: the built-in ones, the user's own, rendering, and templates read from model
+files.
 
 An alias's ``chat_template`` is one of:
 
-* a built-in id (``llama3``, ``llama2``, ``llama2-legacy``, ``phi3``, ``gemma``, ``deepseek``, ``command-r``,
-  ``openchat``, ``tinyllama``, ``chatml``): ``configs/chat_templates/<id>.jinja``, described (families, default
-  stop strings, bos/eos tokens) in ``configs/chat_templates/templates.yaml``;
+* a built-in id (``llama3``, ``llama2``, ``llama2-legacy``, ``mistral``, ``mistral-v0.3``, ``phi3``, ``gemma``,
+  ``qwen2.5``, ``deepseek``, ``command-r``, ``openchat``, ``tinyllama``, ``zephyr``, ``vicuna``, ``chatml``):
+  ``configs/chat_templates/<id>.jinja``, described (families, default stop strings, bos/eos tokens) in
+  ``configs/chat_templates/templates.yaml``. Each renders what its family's official template renders, and the
+  studio tokenizes a chat prompt without adding special tokens (as transformers' ``apply_chat_template`` does), so
+  the model gets the family's token ids, BOS included once (``tests/integration/test_chat_template_parity.py``);
+* the name of a user template: ``STUDIO_HOME/chat_templates/<name>.jinja`` (a built-in id always means the
+  built-in; a file with that name is ignored);
+* a path to a ``.jinja`` file, absolute or relative to ``STUDIO_HOME/chat_templates`` or ``STUDIO_HOME``, inside
+  the folders models may be read from (``STUDIO_HOME``, ``STUDIO_MODEL_DIRS``, the Hugging Face cache): any other
+  path is refused (403) before the disk is looked at (:mod:`studio.paths`);
 * ``embedded``: the model's own template, from its ``chat_template.jinja`` or ``tokenizer_config.json``;
 * a Hugging Face repo id (``org/name``) whose template is read from the local hub cache.
+
+User templates and model files render with the tokenizer's own bos/eos tokens, and bring no default stops.
 
 Templates are Hugging Face style Jinja (``messages``, ``add_generation_prompt``, ``bos_token``, ``eos_token``)
 rendered in the same sandbox as transformers' ``apply_chat_template`` (immutable sandbox, ``trim_blocks``,
@@ -19,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,7 +49,8 @@ from pydantic import ValidationError as PydanticValidationError
 
 from studio.errors import ServerError, ValidationError
 from studio.models.registry import pick_snapshot
-from studio.settings import CONFIG_DIR
+from studio.paths import describe_roots, display_path, find_user_path, model_roots
+from studio.settings import CONFIG_DIR, Settings
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +60,26 @@ BUILTIN_TEMPLATES: tuple[str, ...] = (
     "llama3",
     "llama2",
     "llama2-legacy",
+    "mistral",
+    "mistral-v0.3",
     "phi3",
     "gemma",
+    "qwen2.5",
     "deepseek",
     "command-r",
     "openchat",
     "tinyllama",
+    "zephyr",
+    "vicuna",
     "chatml",
 )
 EMBEDDED = "embedded"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 CHAT_TEMPLATE_FILE = "chat_template.jinja"  # transformers >= 4.50 saves a tokenizer's template here
+USER_TEMPLATES_DIR = "chat_templates"  # under STUDIO_HOME: <name>.jinja files a user adds
+TEMPLATE_SUFFIX = ".jinja"
+MAX_TEMPLATE_BYTES = 1_000_000  # the largest official templates are tens of kB
+_USER_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 _PARAM = "chat_template"
 
 
@@ -158,6 +180,83 @@ def builtin_template(template_id: str) -> str:
 def default_stop(template_id: str) -> list[str]:
     """The stop strings an alias gets by default with this built-in template (e.g. ``["<|eot_id|>"]``)."""
     return list(template_info(template_id).stop)
+
+
+# -- the user's templates ----------------------------------------------------------------------------------------
+def user_templates_dir(settings: Settings) -> Path:
+    """``STUDIO_HOME/chat_templates``: a ``<name>.jinja`` there is the template ``<name>``."""
+    return settings.home / USER_TEMPLATES_DIR
+
+
+def _reserved(name: str) -> bool:
+    return name.lower() in BUILTIN_TEMPLATES or name.lower() == EMBEDDED
+
+
+def list_user_templates(settings: Settings) -> list[str]:
+    """The names of the user's templates (``STUDIO_HOME/chat_templates/<name>.jinja``), sorted.
+
+    A file named like a built-in template or ``embedded`` is left out (that name keeps meaning the built-in), and so
+    is one whose name is not ``[A-Za-z0-9_.-]`` or starts with a dot; both are logged."""
+    folder = user_templates_dir(settings)
+    try:
+        files = sorted(p for p in folder.iterdir() if p.name.lower().endswith(TEMPLATE_SUFFIX) and p.is_file())
+    except OSError:  # no folder yet (or unreadable): no user templates
+        return []
+    names: list[str] = []
+    for path in files:
+        name = path.name[: -len(TEMPLATE_SUFFIX)]
+        if _reserved(name):
+            log.warning("%s is ignored: '%s' is a built-in chat template", display_path(path, settings), name.lower())
+        elif not _USER_NAME.fullmatch(name):
+            log.warning("%s is ignored: a template name is letters, digits, '_', '-', '.'", path.name)
+        else:
+            names.append(name)
+    return names
+
+
+def template_choices(settings: Settings | None = None) -> list[str]:
+    """Every ``chat_template`` value that needs no path: ``embedded``, the built-in ids, then the user's templates."""
+    return [EMBEDDED, *BUILTIN_TEMPLATES, *(list_user_templates(settings) if settings is not None else [])]
+
+
+def _template_file(spec: str, settings: Settings) -> Path:
+    """The ``.jinja`` file a path names, confined to the model roots (:class:`ForbiddenError` outside them,
+    before the disk is looked at); relative paths are taken from ``STUDIO_HOME/chat_templates``, then
+    ``STUDIO_HOME``."""
+    bases = [user_templates_dir(settings), settings.home]
+    roots = model_roots(settings)
+    where = describe_roots(roots if Path(spec.strip()).is_absolute() else bases, settings)
+    found = find_user_path(spec, roots, param=_PARAM, bases=bases, where=where, suffixes=(TEMPLATE_SUFFIX,))
+    return found.resolve()
+
+
+def _read_template_file(path: Path, settings: Settings) -> str:
+    """A user's template file, checked to parse (so an alias with a broken template fails validation, not a chat)."""
+    shown = display_path(path, settings)
+    try:
+        if path.stat().st_size > MAX_TEMPLATE_BYTES:
+            raise ValidationError(
+                f"chat template {shown} is larger than {MAX_TEMPLATE_BYTES // 1000} kB; is it a template?",
+                param=_PARAM,
+            )
+        source = path.read_text(encoding="utf-8")
+    except OSError as err:  # its text names the absolute path, which messages never reveal
+        raise ValidationError(f"cannot read the chat template {shown}: {err.strerror}", param=_PARAM) from err
+    except UnicodeDecodeError as err:
+        raise ValidationError(f"chat template {shown} is not UTF-8 text: {err.reason}", param=_PARAM) from err
+    if not source.strip():
+        raise ValidationError(f"chat template {shown} is empty", param=_PARAM)
+    try:
+        _compile(source)
+    except jinja2.TemplateSyntaxError as err:
+        raise ValidationError(
+            f"chat template {shown} has a syntax error on line {err.lineno}: {err.message}", param=_PARAM
+        ) from err
+    return source
+
+
+def _is_path(spec: str) -> bool:
+    return spec.lower().endswith(TEMPLATE_SUFFIX) or spec.startswith(("/", "~", "."))
 
 
 # -- rendering -------------------------------------------------------------------------------------------------
@@ -310,19 +409,25 @@ def _template_from_hf_cache(repo: str, hf_cache: Path) -> str:
     return source
 
 
-def resolve_template_source(spec: str, *, model_dir: Path | None, hf_cache: Path) -> tuple[str | None, list[str]]:
+def resolve_template_source(
+    spec: str, *, model_dir: Path | None, hf_cache: Path, settings: Settings | None = None
+) -> tuple[str | None, list[str]]:
     """Turn an alias's ``chat_template`` into ``(jinja source, default stop strings)``.
 
     * a built-in id: its source and its default stops;
+    * a user template's name (``settings`` given): ``STUDIO_HOME/chat_templates/<name>.jinja``;
+    * a path to a ``.jinja`` file (``settings`` given): absolute, or relative to ``STUDIO_HOME/chat_templates``
+      then ``STUDIO_HOME``; it must lie inside STUDIO_HOME, ``STUDIO_MODEL_DIRS`` or the Hugging Face cache, else
+      :class:`~studio.errors.ForbiddenError` (without looking at the disk);
     * ``embedded``: the template stored in ``model_dir`` (``chat_template.jinja`` / ``tokenizer_config.json``),
       or ``(None, [])`` when there is none there (or ``model_dir`` is None or a GGUF file): the tokenizer then
       uses its own template;
     * ``org/name``: that repo's template from ``hf_cache`` (``models--org--name/snapshots/<refs/main or
       newest>/``), offline only.
 
-    Templates from model files come with no default stops. Raises :class:`ValidationError`
-    (``param="chat_template"``) for an unknown spec or a repo whose template is not in the cache, naming where
-    it looked.
+    User templates and templates from model files come with no default stops. Raises :class:`ValidationError`
+    (``param="chat_template"``) for an unknown spec, a template file that is missing, unreadable or does not
+    parse, or a repo whose template is not in the cache, naming where it looked.
     """
     name = spec.strip()
     if name.lower() in BUILTIN_TEMPLATES:
@@ -331,10 +436,19 @@ def resolve_template_source(spec: str, *, model_dir: Path | None, hf_cache: Path
         if model_dir is None or not model_dir.is_dir():
             return None, []
         return template_from_tokenizer_config(model_dir), []
-    if "/" in name:
+    if settings is not None and _is_path(name):
+        return _read_template_file(_template_file(name, settings), settings), []
+    if settings is not None and _USER_NAME.fullmatch(name):
+        path = user_templates_dir(settings) / f"{name}{TEMPLATE_SUFFIX}"
+        if path.is_file():
+            return _read_template_file(path, settings), []
+    if "/" in name and not _is_path(name):
         return _template_from_hf_cache(name, hf_cache), []
+    mine = list_user_templates(settings) if settings is not None else []
+    yours = f"; your templates ($STUDIO_HOME/{USER_TEMPLATES_DIR}/*.jinja): {', '.join(mine)}" if mine else ""
     raise ValidationError(
-        f"unknown chat template '{spec}'; use a built-in template ({', '.join(BUILTIN_TEMPLATES)}), "
-        f"'{EMBEDDED}' for the model's own, or a Hugging Face repo id (org/name) whose tokenizer_config.json has one",
+        f"unknown chat template '{spec}'; use a built-in template ({', '.join(BUILTIN_TEMPLATES)}){yours}, "
+        f"'{EMBEDDED}' for the model's own, the name of a .jinja file in $STUDIO_HOME/{USER_TEMPLATES_DIR}/ or a "
+        "path to one, or a Hugging Face repo id (org/name) whose tokenizer_config.json has one",
         param=_PARAM,
     )

@@ -748,7 +748,9 @@ class EngineManager:
         from studio.aliases.templates import BUILTIN_TEMPLATES, resolve_template_source, template_info
 
         model_dir = entry.path if entry.format == "hf" else None
-        source, _stops = resolve_template_source(spec, model_dir=model_dir, hf_cache=self.settings.hf_cache_dir)
+        source, _stops = resolve_template_source(
+            spec, model_dir=model_dir, hf_cache=self.settings.hf_cache_dir, settings=self.settings
+        )
         if source is None:
             return None
         if spec.strip().lower() in BUILTIN_TEMPLATES:

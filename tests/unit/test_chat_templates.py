@@ -1,9 +1,10 @@
 """Built-in chat templates: each renders exactly what its model family's own template renders.
 
 The expected strings are written out by hand from each family's official template (tokenizer_config.json on
-the Hub; llama.cpp for llama2-legacy). The upstream templates are also copied verbatim below and rendered
-side by side with ours over several conversations, and chatml is checked against the bundled SmolLM2
-tokenizer itself.
+the Hub; llama.cpp for llama2-legacy, FastChat for vicuna). The upstream Jinja templates, copied verbatim into
+``tests/fixtures/chat_templates/`` (each fixture says where from), are also rendered side by side with ours over
+several conversations here; the token-level check through each family's tokenizer is
+``tests/integration/test_chat_template_parity.py``. chatml is checked against the bundled SmolLM2 tokenizer itself.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ EXPECTED = {
     ),
     "llama2": "<s>[INST] <<SYS>>\nYou are helpful.\n<</SYS>>\n\nHi [/INST] Hello! </s><s>[INST] How are you? [/INST]",
     "llama2-legacy": "<s>[INST] You are helpful.\nHi [/INST]Hello!</s>[INST] How are you? [/INST]",
+    "mistral": "<s> [INST] You are helpful.\n\nHi [/INST] Hello!</s> [INST] How are you? [/INST]",
+    "mistral-v0.3": "<s>[INST] Hi[/INST] Hello!</s>[INST] You are helpful.\n\nHow are you?[/INST]",
     "phi3": (
         "<|system|>\nYou are helpful.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\nHello!<|end|>\n"
         "<|user|>\nHow are you?<|end|>\n<|assistant|>\n"
@@ -52,6 +55,11 @@ EXPECTED = {
     "gemma": (
         "<bos><start_of_turn>user\nYou are helpful.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello!<end_of_turn>\n"
         "<start_of_turn>user\nHow are you?<end_of_turn>\n<start_of_turn>model\n"
+    ),
+    "qwen2.5": (
+        "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+        "<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nHow are you?<|im_end|>\n"
+        "<|im_start|>assistant\n"
     ),
     "deepseek": (
         "<｜begin▁of▁sentence｜>You are helpful.\n\nUser: Hi\n\nAssistant: Hello!<｜end▁of▁sentence｜>"
@@ -73,6 +81,11 @@ EXPECTED = {
         "<|system|>\nYou are helpful.</s>\n<|user|>\nHi</s>\n<|assistant|>\nHello!</s>\n"
         "<|user|>\nHow are you?</s>\n<|assistant|>\n"
     ),
+    "zephyr": (
+        "<|system|>\nYou are helpful.</s>\n<|user|>\nHi</s>\n<|assistant|>\nHello!</s>\n"
+        "<|user|>\nHow are you?</s>\n<|assistant|>\n"
+    ),
+    "vicuna": "<s>You are helpful. USER: Hi ASSISTANT: Hello!</s>USER: How are you? ASSISTANT:",
     "chatml": (
         "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
         "<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nHow are you?<|im_end|>\n"
@@ -80,124 +93,13 @@ EXPECTED = {
     ),
 }
 
-# The families' own templates, verbatim from their tokenizer_config.json (JSON-decoded).
+# The families' own Jinja templates, verbatim from their tokenizer_config.json (JSON-decoded), as kept in the
+# fixtures (one per family; gemma has Gemma 3's and Gemma 2's, which refuses a system message).
+FIXTURES_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "chat_templates"
 UPSTREAM = {
-    # meta-llama/Meta-Llama-3-8B-Instruct
-    "llama3": (
-        "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = "
-        "'<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + "
-        "'<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}"
-        "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}"
-        "{% endif %}"
-    ),
-    # meta-llama/Llama-2-7b-chat-hf
-    "llama2": (
-        "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}{% set system_message = "
-        "messages[0]['content'] %}{% else %}{% set loop_messages = messages %}{% set system_message = false %}"
-        "{% endif %}{% for message in loop_messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
-        "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
-        "{% if loop.index0 == 0 and system_message != false %}{% set content = '<<SYS>>\\n' + system_message + "
-        "'\\n<</SYS>>\\n\\n' + message['content'] %}{% else %}{% set content = message['content'] %}{% endif %}"
-        "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}"
-        "{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}"
-        "{% endfor %}"
-    ),
-    # microsoft/Phi-3.5-mini-instruct
-    "phi3": (
-        "{% for message in messages %}{% if message['role'] == 'system' and message['content'] %}"
-        "{{'<|system|>\n' + message['content'] + '<|end|>\n'}}{% elif message['role'] == 'user' %}"
-        "{{'<|user|>\n' + message['content'] + '<|end|>\n'}}{% elif message['role'] == 'assistant' %}"
-        "{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}{% endif %}{% endfor %}"
-        "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}"
-    ),
-    # google/gemma-3-1b-it
-    "gemma": (
-        "{{ bos_token }}\n"
-        "{%- if messages[0]['role'] == 'system' -%}\n"
-        "    {%- if messages[0]['content'] is string -%}\n"
-        "        {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}\n"
-        "    {%- else -%}\n"
-        "        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}\n"
-        "    {%- endif -%}\n"
-        "    {%- set loop_messages = messages[1:] -%}\n"
-        "{%- else -%}\n"
-        '    {%- set first_user_prefix = "" -%}\n'
-        "    {%- set loop_messages = messages -%}\n"
-        "{%- endif -%}\n"
-        "{%- for message in loop_messages -%}\n"
-        "    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}\n"
-        '        {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}\n'
-        "    {%- endif -%}\n"
-        "    {%- if (message['role'] == 'assistant') -%}\n"
-        '        {%- set role = "model" -%}\n'
-        "    {%- else -%}\n"
-        "        {%- set role = message['role'] -%}\n"
-        "    {%- endif -%}\n"
-        "    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else \"\") }}\n"
-        "    {%- if message['content'] is string -%}\n"
-        "        {{ message['content'] | trim }}\n"
-        "    {%- elif message['content'] is iterable -%}\n"
-        "        {%- for item in message['content'] -%}\n"
-        "            {%- if item['type'] == 'image' -%}\n"
-        "                {{ '<start_of_image>' }}\n"
-        "            {%- elif item['type'] == 'text' -%}\n"
-        "                {{ item['text'] | trim }}\n"
-        "            {%- endif -%}\n"
-        "        {%- endfor -%}\n"
-        "    {%- else -%}\n"
-        '        {{ raise_exception("Invalid content type") }}\n'
-        "    {%- endif -%}\n"
-        "    {{ '<end_of_turn>\n' }}\n"
-        "{%- endfor -%}\n"
-        "{%- if add_generation_prompt -%}\n"
-        "    {{'<start_of_turn>model\n'}}\n"
-        "{%- endif -%}\n"
-    ),
-    # deepseek-ai/deepseek-llm-7b-chat
-    "deepseek": (
-        "{% if not add_generation_prompt is defined %}{% set add_generation_prompt = false %}{% endif %}"
-        "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
-        "{{ 'User: ' + message['content'] + '\n\n' }}{% elif message['role'] == 'assistant' %}"
-        "{{ 'Assistant: ' + message['content'] + eos_token }}{% elif message['role'] == 'system' %}"
-        "{{ message['content'] + '\n\n' }}{% endif %}{% endfor %}{% if add_generation_prompt %}"
-        "{{ 'Assistant:' }}{% endif %}"
-    ),
-    # CohereForAI/c4ai-command-r-v01, template "default"
-    "command-r": (
-        "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
-        "{% set system_message = messages[0]['content'] %}{% elif false == true %}"
-        "{% set loop_messages = messages %}{% set system_message = 'You are Command-R, a brilliant, sophisticated, "
-        "AI-assistant trained to assist human users by providing thorough responses. You are trained by Cohere.' %}"
-        "{% else %}{% set loop_messages = messages %}{% set system_message = false %}{% endif %}"
-        "{% if system_message != false %}{{ '<|START_OF_TURN_TOKEN|><|SYSTEM_TOKEN|>' + system_message + "
-        "'<|END_OF_TURN_TOKEN|>' }}{% endif %}{% for message in loop_messages %}"
-        "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
-        "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
-        "{% set content = message['content'] %}{% if message['role'] == 'user' %}"
-        "{{ '<|START_OF_TURN_TOKEN|><|USER_TOKEN|>' + content.strip() + '<|END_OF_TURN_TOKEN|>' }}"
-        "{% elif message['role'] == 'assistant' %}{{ '<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>'  + content.strip() "
-        "+ '<|END_OF_TURN_TOKEN|>' }}{% endif %}{% endfor %}{% if add_generation_prompt %}"
-        "{{ '<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>' }}{% endif %}"
-    ),
-    # openchat/openchat-3.5-0106
-    "openchat": (
-        "{{ bos_token }}{% for message in messages %}{{ 'GPT4 Correct ' + message['role'].title() + ': ' + "
-        "message['content'] + '<|end_of_turn|>'}}{% endfor %}{% if add_generation_prompt %}"
-        "{{ 'GPT4 Correct Assistant:' }}{% endif %}"
-    ),
-    # TinyLlama/TinyLlama-1.1B-Chat-v1.0
-    "tinyllama": (
-        "{% for message in messages %}\n{% if message['role'] == 'user' %}\n"
-        "{{ '<|user|>\n' + message['content'] + eos_token }}\n{% elif message['role'] == 'system' %}\n"
-        "{{ '<|system|>\n' + message['content'] + eos_token }}\n{% elif message['role'] == 'assistant' %}\n"
-        "{{ '<|assistant|>\n'  + message['content'] + eos_token }}\n{% endif %}\n"
-        "{% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}"
-    ),
-    # teknium/OpenHermes-2.5-Mistral-7B
-    "chatml": (
-        "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
-        "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-    ),
+    path.stem: (fixture["template_id"], fixture["reference"]["chat_template"])
+    for path in sorted(FIXTURES_DIR.glob("*.json"))
+    if (fixture := json.loads(path.read_text(encoding="utf-8")))["reference"]["kind"] == "jinja"
 }
 
 CONVERSATIONS: dict[str, list[dict[str, str]]] = {
@@ -235,20 +137,27 @@ def test_reference_conversation(template_id: str) -> None:
     assert render_builtin(template_id, REFERENCE) == EXPECTED[template_id]
 
 
-@pytest.mark.parametrize("template_id", sorted(UPSTREAM))
-def test_renders_like_the_family_template(template_id: str) -> None:
+@pytest.mark.parametrize("fixture", sorted(UPSTREAM))
+def test_renders_like_the_family_template(fixture: str) -> None:
+    template_id, upstream = UPSTREAM[fixture]
     info = template_info(template_id)
+    compared = 0
     for name, conversation in CONVERSATIONS.items():
         for add_generation_prompt in (True, False):
+            try:
+                theirs = render_chat_template(
+                    upstream,
+                    conversation,
+                    add_generation_prompt=add_generation_prompt,
+                    bos_token=info.bos_token,
+                    eos_token=info.eos_token,
+                )
+            except ValidationError:
+                continue  # the family's own template refuses this conversation (Gemma 2: a system message)
             ours = render_builtin(template_id, conversation, add_generation_prompt=add_generation_prompt)
-            theirs = render_chat_template(
-                UPSTREAM[template_id],
-                conversation,
-                add_generation_prompt=add_generation_prompt,
-                bos_token=info.bos_token,
-                eos_token=info.eos_token,
-            )
             assert ours == theirs, f"{name}, add_generation_prompt={add_generation_prompt}"
+            compared += 1
+    assert compared >= 4
 
 
 def test_llama2_legacy_is_llama_cpp_llama2_without_bos() -> None:
@@ -308,12 +217,17 @@ def test_default_stops() -> None:
         "llama3": ["<|eot_id|>"],
         "llama2": ["</s>"],
         "llama2-legacy": ["</s>"],
+        "mistral": ["</s>"],
+        "mistral-v0.3": ["</s>"],
         "phi3": ["<|end|>"],
         "gemma": ["<end_of_turn>"],
+        "qwen2.5": ["<|im_end|>"],
         "deepseek": ["<｜end▁of▁sentence｜>"],
         "command-r": ["<|END_OF_TURN_TOKEN|>"],
         "openchat": ["<|end_of_turn|>"],
         "tinyllama": ["</s>"],
+        "zephyr": ["</s>"],
+        "vicuna": ["</s>"],
         "chatml": ["<|im_end|>"],
     }
 
@@ -337,13 +251,13 @@ def test_ids_are_case_insensitive() -> None:
 
 def test_unknown_id_lists_the_known_ones() -> None:
     with pytest.raises(ValidationError) as info:
-        builtin_template("vicuna")
+        builtin_template("alpaca")
     assert info.value.param == "chat_template"
-    assert "'vicuna'" in info.value.message
+    assert "'alpaca'" in info.value.message
     for template_id in BUILTIN_TEMPLATES:
         assert template_id in info.value.message
     with pytest.raises(ValidationError):
-        default_stop("vicuna")
+        default_stop("alpaca")
 
 
 # -- rendering errors and transformers-compatible extras ---------------------------------------------------------

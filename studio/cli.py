@@ -265,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     from studio.safety.cli import register as register_safety
 
     register_safety(sub)  # `studio safety scan FILE [--json] [--policy P]`
+    from studio.datasets.cli import register as register_datasets
+
+    register_datasets(sub)  # `studio datasets import FILE|list|show NAME`
 
     models = sub.add_parser("models", help="models on this machine")
     msub = models.add_subparsers(dest="models_command", required=True)

@@ -97,7 +97,8 @@ def create_datasets_panel(ctx: AppContext, tokenizers: TokenizerCache) -> dict[s
                     language="yaml",
                     lines=4,
                     interactive=True,
-                    label="Column mapping (which column plays which part; empty = detect)",
+                    label="Column mapping (which column plays which part; empty = detect; or paste LLaMA-Factory's "
+                    "dataset_info.json entry)",
                     elem_id="finetune-upload-mapping",
                 )
                 with gr.Row():
@@ -214,7 +215,7 @@ def create_datasets_panel(ctx: AppContext, tokenizers: TokenizerCache) -> dict[s
         report_data = store.inspect_upload(
             path,
             path.name,
-            parse_mapping(mapping),
+            parse_mapping(mapping, path.name),
             max_bytes=MAX_UPLOAD_BYTES,
             **tokenizer_args(base_model, max_length),
         )
@@ -261,7 +262,7 @@ def create_datasets_panel(ctx: AppContext, tokenizers: TokenizerCache) -> dict[s
             (name or "").strip(),
             path,
             path.name,
-            parse_mapping(mapping),
+            parse_mapping(mapping, path.name),
             on_invalid="drop" if on_invalid == "drop" else "reject",
             description=description or "",
             **tokenizer_args(base_model, max_length),

@@ -79,8 +79,9 @@ Upload a file with input → output pairs for supervised learning.
 
 * Best for prepared labeled datasets
 * Each example: question + desired answer
-* Supports **JSONL, CSV, JSON** (chat `messages`, `prompt`/`completion`, Alpaca `instruction`/`input`/`output`,
-  ShareGPT `conversations`, preference `prompt`/`chosen`/`rejected`)
+* Supports **JSONL, CSV, JSON** (OpenAI chat `messages` with tool calls, `prompt`/`completion`, Alpaca
+  `instruction`/`input`/`output`/`history`, ShareGPT `conversations` with function calls and `tools`, preference
+  `chosen`/`rejected`, KTO `label`; LLaMA-Factory's `dataset_info.json` entry as the mapping)
 * Minimum **10** labeled examples required; up to 100 MB
 
 The report below shows the detected format, the columns and every problem **before** anything is imported."""
@@ -166,6 +167,11 @@ def report_markdown(report: ValidationReport, *, imported: str = "") -> str:
     lines = [
         f"**Detected format:** {report.mapping.describe()} · kind **{report.kind}**",
         f"**Columns in the file:** {', '.join(f'`{c}`' for c in report.columns) or '(none)'}",
+        *(
+            [f"**Columns not used (not imported):** {', '.join(f'`{c}`' for c in report.unused_columns)}"]
+            if report.unused_columns
+            else []
+        ),
         f"**Rows:** {report.summary()}",
         f"**Would import:** {report.unique_rows} unique valid examples",
     ]
@@ -205,7 +211,7 @@ def method_label(spec: MethodSpec, unavailable: str | None) -> str:
 
 
 def method_cards_html(specs: list[MethodSpec], selected: str, unavailable: dict[str, str]) -> str:
-    """The five method cards: description, efficiency badge, bullets; the chosen one outlined."""
+    """The method cards: description, efficiency badge, bullets; the chosen one outlined."""
     out = []
     for spec in specs:
         why = unavailable.get(spec.method)

@@ -168,6 +168,12 @@ def create_wizard_panel(ctx: AppContext) -> dict[str, Any]:
                 with gr.Row():
                     text("adapter_target_modules", "Adapter target modules", "empty = k_proj, v_proj, down_proj")
                     text("adapter_feedforward_modules", "Feed-forward modules among them", "empty = down_proj")
+            with gr.Group(visible=False) as kto_group:
+                gr.Markdown("**KTO parameters** (with the LoRA parameters above)")
+                with gr.Row():
+                    number("kto_beta", "KTO β", integer=False)
+                    number("kto_desirable_weight", "Desirable weight", integer=False)
+                    number("kto_undesirable_weight", "Undesirable weight", integer=False)
             full_note = gr.Markdown(
                 "**Full fine-tuning** updates every weight: no extra parameters, but the most memory and the "
                 "largest artifact (a whole model).",
@@ -263,9 +269,10 @@ def create_wizard_panel(ctx: AppContext) -> dict[str, Any]:
         defaults = method_form_defaults(method) if method in methods else {}  # type: ignore[arg-type]
         updates: list[Any] = [
             method_cards_html(list(methods.values()), method, unavailable),
-            gr.Group(visible=method in ("lora", "qlora")),
+            gr.Group(visible=method in ("lora", "qlora", "kto")),
             gr.Group(visible=method == "prefix"),
             gr.Group(visible=method == "adapter"),
+            gr.Group(visible=method == "kto"),
             gr.Markdown(visible=method == "full"),
         ]
         for name in METHOD_DEFAULT_FIELDS:
@@ -326,7 +333,7 @@ def create_wizard_panel(ctx: AppContext) -> dict[str, Any]:
     widgets["method"].change(
         on_method,
         [widgets["method"]],
-        [cards, lora_group, prefix_group, adapter_group, full_note, *default_outputs],
+        [cards, lora_group, prefix_group, adapter_group, kto_group, full_note, *default_outputs],
         api_visibility="private",
         queue=False,
     )

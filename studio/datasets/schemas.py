@@ -11,7 +11,7 @@ from studio.datasets.formats import DatasetKind
 from studio.datasets.stats import TokenStats
 from studio.datasets.validate import ValidationReport
 
-KIND_BADGES: dict[str, str] = {"supervised": "Supervised", "preference": "Preference"}
+KIND_BADGES: dict[str, str] = {"supervised": "Supervised", "preference": "Preference", "kto": "KTO"}
 
 
 class DatasetPublic(BaseModel):
@@ -64,7 +64,7 @@ class DatasetCard(BaseModel):
     name: str
     description: str
     kind: DatasetKind
-    badge: str = Field(description='"Supervised" or "Preference".')
+    badge: str = Field(description='"Supervised", "Preference" or "KTO".')
     format: str = Field(description="The format of the latest version's upload.")
     format_label: str
     num_examples: int
@@ -88,7 +88,10 @@ class DatasetPreview(BaseModel):
 
 
 def examples_label(kind: str, n: int) -> str:
-    """``"150 pairs"`` for supervised examples (input → output), ``"40 preference pairs"`` for preference."""
+    """``"150 pairs"`` for supervised examples (input → output), ``"40 preference pairs"`` for preference,
+    ``"30 labelled replies"`` for KTO examples."""
+    if kind == "kto":
+        return f"{n} labelled repl{'y' if n == 1 else 'ies'}"
     unit = "pair" if n == 1 else "pairs"
     return f"{n} {unit}" if kind == "supervised" else f"{n} preference {unit}"
 

@@ -111,6 +111,15 @@ def _cut(text: str, limit: int = PREVIEW_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _reply_text(message: Mapping[str, Any]) -> str:
+    """An assistant message as the preview shows it: its text, then ``→ name(arguments)`` per tool call."""
+    calls = [
+        f"→ {c['function']['name']}({json.dumps(c['function']['arguments'], ensure_ascii=False)})"
+        for c in message.get("tool_calls") or ()
+    ]
+    return " ".join(p for p in (str(message["content"]), *calls) if p)
+
+
 class DatasetStore:
     """Every dataset operation of the studio; UI, CLI, REST and jobs call these methods."""
 
@@ -191,6 +200,8 @@ class DatasetStore:
             "dropped_invalid": report.dropped_rows,
             "duplicates": report.duplicate_rows,
         }
+        if report.unused_columns:
+            lineage["unused_columns"] = report.unused_columns
         dataset, version, created = self._commit(
             name,
             kind=report.kind,
@@ -256,7 +267,7 @@ class DatasetStore:
         dataset, version, created = self._commit(
             name,
             kind=kind,
-            fmt="messages" if kind == "supervised" else "preference",
+            fmt={"supervised": "messages", "preference": "preference", "kto": "prompt_completion"}[kind],
             examples=unique,
             source=source,
             parent_version_id=parent_version_id,
@@ -463,7 +474,8 @@ class DatasetStore:
 
     def preview(self, version: DatasetVersionPublic | str, n: int = 20) -> DatasetPreview:
         """The first ``n`` examples as table rows: ``#, system, user, assistant, turns`` for supervised data,
-        ``#, prompt, chosen, rejected`` for preference pairs (the last user message stands for the prompt)."""
+        ``#, prompt, chosen, rejected`` for preference pairs, ``#, prompt, completion, label`` for KTO examples (the
+        last user message stands for the prompt; an assistant tool call shows as ``→ name(arguments)``)."""
         if n < 1:
             raise ValidationError(f"n must be at least 1, not {n}", param="n")
         resolved = self._resolve(version)
@@ -474,15 +486,18 @@ class DatasetStore:
                 messages = example["messages"]
                 system = messages[0]["content"] if messages[0]["role"] == "system" else ""
                 user = next(m["content"] for m in reversed(messages) if m["role"] == "user")
-                rows.append([i, _cut(system), _cut(user), _cut(messages[-1]["content"]), len(messages)])
+                rows.append([i, _cut(system), _cut(user), _cut(_reply_text(messages[-1])), len(messages)])
+            elif resolved.kind == "kto":
+                prompt = next(m["content"] for m in reversed(example["prompt"]) if m["role"] == "user")
+                label = "desirable" if example["label"] else "undesirable"
+                rows.append([i, _cut(prompt), _cut(example["completion"]), label])
             else:
                 prompt = next(m["content"] for m in reversed(example["prompt"]) if m["role"] == "user")
                 rows.append([i, _cut(prompt), _cut(example["chosen"]), _cut(example["rejected"])])
-        headers = (
-            ["#", "system", "user", "assistant", "turns"]
-            if resolved.kind == "supervised"
-            else ["#", "prompt", "chosen", "rejected"]
-        )
+        headers = {
+            "supervised": ["#", "system", "user", "assistant", "turns"],
+            "kto": ["#", "prompt", "completion", "label"],
+        }.get(resolved.kind, ["#", "prompt", "chosen", "rejected"])
         return DatasetPreview(headers=headers, rows=rows, total=len(examples))
 
     def token_stats(

@@ -6,6 +6,9 @@ the right type, roles are known and in order (optional system first, then user/a
 content is empty, a supervised example ends with an assistant reply, and — when a tokenizer and ``max_length``
 are given — the example rendered with the model's chat template fits in ``max_length`` tokens.
 
+Columns of the file that the mapping does not read are listed in ``ValidationReport.unused_columns`` (and in
+its summary): nothing is left out without the report saying so.
+
 Exact duplicates (the same canonical example) are not errors: the first copy is kept, later copies are listed
 in ``ValidationReport.duplicates`` and never imported, whatever ``on_invalid`` says (a repeat adds no
 information, only weight).
@@ -28,6 +31,7 @@ from studio.datasets.formats import (
     conversation_of,
     detect_format,
     normalise,
+    refuse_unsupported,
 )
 from studio.errors import ValidationError
 
@@ -46,18 +50,19 @@ class ChatTokenizer(Protocol):
 
 
 def count_tokens(example: Mapping[str, Any], tokenizer: ChatTokenizer) -> int:
-    """Tokens of a canonical example rendered with the tokenizer's chat template (a preference pair counts its
-    longer reply)."""
-    if "messages" in example:
-        return _template_length(tokenizer, conversation_of(example))
+    """Tokens of a canonical example rendered with the tokenizer's chat template, its tool definitions included (a
+    preference pair counts its longer reply)."""
+    if "chosen" not in example:
+        return _template_length(tokenizer, conversation_of(example), example.get("tools"))
     return max(
         _template_length(tokenizer, conversation_of(example, "chosen")),
         _template_length(tokenizer, conversation_of(example, "rejected")),
     )
 
 
-def _template_length(tokenizer: ChatTokenizer, messages: list[dict[str, str]]) -> int:
-    out = tokenizer.apply_chat_template(messages, tokenize=True)
+def _template_length(tokenizer: ChatTokenizer, messages: list[dict[str, Any]], tools: Any = None) -> int:
+    kwargs: dict[str, Any] = {"tools": tools} if tools else {}
+    out = tokenizer.apply_chat_template(messages, tokenize=True, **kwargs)
     if isinstance(out, Mapping) or hasattr(out, "input_ids"):  # transformers 5 may return a BatchEncoding
         out = out["input_ids"]
     if out and isinstance(out[0], list):
@@ -92,6 +97,10 @@ class ValidationReport(BaseModel):
     kind: DatasetKind
     mapping: ColumnMapping
     columns: list[str] = Field(default_factory=list, description="Columns found in the file.")
+    unused_columns: list[str] = Field(
+        default_factory=list,
+        description="Columns of the file the mapping does not read: they are not imported (rename or map them).",
+    )
     total_rows: int
     valid_rows: int = Field(description="Rows without errors, duplicates included.")
     invalid_rows: int
@@ -134,6 +143,10 @@ class ValidationReport(BaseModel):
             parts.append(f"{self.dropped_rows} invalid dropped")
         if not self.enough:
             parts.append(f"needs at least {self.min_examples} valid examples")
+        if self.unused_columns:
+            parts.append(
+                f"column{'s' if len(self.unused_columns) != 1 else ''} not used: {', '.join(self.unused_columns)}"
+            )
         return ", ".join(parts)
 
 
@@ -147,8 +160,18 @@ class ValidatedRows:
 
 
 def canonical_json(example: Mapping[str, Any]) -> str:
-    """The one serialisation of an example used for files, hashes and duplicate checks."""
-    return json.dumps(example, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    """The one serialisation of an example used for files, hashes and duplicate checks.
+
+    The example's keys and each message's keys are sorted; what lies deeper — tool definitions, a tool call's
+    arguments — keeps the file's order, since a chat template writes it into the training text in that order
+    (sorting a tool's JSON schema would train on a text the model never sees at inference)."""
+    shallow: dict[str, Any] = {}
+    for key in sorted(example):
+        value = example[key]
+        if isinstance(value, list) and key in ("messages", "prompt"):
+            value = [{k: m[k] for k in sorted(m)} if isinstance(m, Mapping) else m for m in value]
+        shallow[key] = value
+    return json.dumps(shallow, ensure_ascii=False, separators=(",", ":"))
 
 
 def validate_records(
@@ -172,6 +195,10 @@ def validate_records(
         raise ValidationError(f"max_length must be a positive number of tokens, not {max_length}", param="max_length")
     if mapping is None:
         mapping = detect_format(records)
+    else:
+        refuse_unsupported(records)
+    used = mapping.used_columns()
+    found = list(columns) or list(dict.fromkeys(str(k) for r in records[:1000] for k in r))
     errors: list[RowError] = []
     invalid = 0
     valid = 0
@@ -216,6 +243,7 @@ def validate_records(
         kind=mapping.kind,
         mapping=mapping,
         columns=list(columns),
+        unused_columns=[c for c in found if c not in used],
         total_rows=len(records),
         valid_rows=valid,
         invalid_rows=invalid,

@@ -27,10 +27,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from studio.errors import ValidationError
 from studio.settings import BUNDLED_MODEL_ID, CONFIG_DIR
+from studio.user_messages import user_sentence
 
 log = logging.getLogger(__name__)
 
-Method = Literal["lora", "qlora", "prefix", "adapter", "full"]
+Method = Literal["lora", "qlora", "prefix", "adapter", "full", "kto"]
 METHODS: tuple[Method, ...] = get_args(Method)
 LrScheduler = Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial"]
 FINETUNE_CONFIG_DIR = CONFIG_DIR / "finetune"
@@ -38,7 +39,8 @@ _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
 class FinetuneConfig(BaseModel):
-    """A supervised fine-tuning job: which labelled examples, which base model, which method, how long."""
+    """A fine-tuning job: which labelled examples, which base model, which method, how long (supervised
+    fine-tuning, or KTO with method ``kto``)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -73,7 +75,8 @@ class FinetuneConfig(BaseModel):
     )
     method: Method = Field(
         "lora",
-        description="Fine-tuning method: lora, qlora, prefix (prefix tuning), adapter (IA3 adapter layers), full.",
+        description="Fine-tuning method: lora, qlora, prefix (prefix tuning), adapter (IA3 adapter layers), full, "
+        "kto (KTO on replies labelled desirable / undesirable, as a LoRA adapter).",
     )
     lora_r: int = Field(
         8, ge=1, le=512, description="LoRA rank r (1-512). Lower = faster, higher = better quality (typical: 8-64)."
@@ -101,6 +104,15 @@ class FinetuneConfig(BaseModel):
         None,
         description="Adapter layers (IA3): which of the target modules are feed-forward layers (scaled on their "
         "input); must be a subset of adapter_target_modules.",
+    )
+    kto_beta: float = Field(
+        0.1, gt=0.0, le=10.0, description="KTO β (more than 0, up to 10): how far the model may move from the base."
+    )
+    kto_desirable_weight: float = Field(
+        1.0, gt=0.0, le=100.0, description="KTO: weight of the desirable replies' loss (more than 0, up to 100)."
+    )
+    kto_undesirable_weight: float = Field(
+        1.0, gt=0.0, le=100.0, description="KTO: weight of the undesirable replies' loss (more than 0, up to 100)."
     )
 
     # -- step 3: training parameters -----------------------------------------------------------------------
@@ -183,6 +195,12 @@ class FinetuneConfig(BaseModel):
             raise ValueError(
                 "early_stopping_patience needs eval loss: set validation_split above 0 or early_stopping_patience to 0"
             )
+        if self.method == "kto" and self.batch_size < 2:
+            raise ValueError(
+                "method kto needs batch_size 2 or more: KTO estimates its KL term from the other replies in a batch"
+            )
+        if self.method == "kto" and self.packing:
+            raise ValueError("method kto cannot pack examples: set packing to false")
         if self.method == "adapter" and self.adapter_feedforward_modules:
             targets = set(self.adapter_target_modules or [])
             extra = [m for m in self.adapter_feedforward_modules if m not in targets]
@@ -340,7 +358,8 @@ def parse_config(data: Mapping[str, Any]) -> FinetuneConfig:
     except pydantic.ValidationError as exc:
         explained = [_explain(e) for e in exc.errors()]
         message = "invalid fine-tuning config: " + "; ".join(m for _, m in explained)
-        raise ValidationError(message, param=explained[0][0] if explained else None) from None
+        said = "; ".join(user_sentence(e, FinetuneConfig) for e in exc.errors())  # what the wizard's toast says
+        raise ValidationError(message, param=explained[0][0] if explained else None, user_message=said) from None
 
 
 def config_from_yaml(text: str) -> FinetuneConfig:

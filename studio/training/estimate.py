@@ -146,7 +146,7 @@ def estimate_duration(
     from studio.training.callbacks import StepTimer
 
     started = time.perf_counter()
-    train_rows, eval_rows = split_examples(examples, config.validation_split, config.seed)
+    train_rows, eval_rows = split_examples(examples, config.validation_split, config.seed, kto=config.method == "kto")
     probe_eval = eval_rows[: PROBE_EVAL_BATCHES * config.batch_size]
     device = pick_device()
     timer = StepTimer()

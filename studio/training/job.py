@@ -43,10 +43,21 @@ def resolve_base_model(settings: Settings, name: str) -> Path:
 
 def prepare_finetune(settings: Settings, db: Database, config: FinetuneConfig) -> FinetuneConfig:
     """Check a config against this studio before it is queued: the dataset version exists (its number and content
-    hash are pinned into the config, so the job trains on exactly what was chosen) and the base model resolves."""
+    hash are pinned into the config, so the job trains on exactly what was chosen), its kind suits the method, the
+    base model resolves, and — for tool-calling examples — its chat template writes the tool parts."""
+    from studio.training.data import check_method_fits, check_template_renders, to_prompt_completion
+
     store = _store(settings, db)
     version = store.get_version(config.dataset, config.dataset_version)
-    resolve_base_model(settings, config.base_model)
+    check_method_fits(config.method, version.kind, f"dataset '{config.dataset}' v{version.number}")
+    model_path = resolve_base_model(settings, config.base_model)
+    if version.kind == "supervised" and config.method != "kto":
+        rows = [to_prompt_completion(e, i) for i, e in enumerate(store.load_examples(version))]
+        if any(r.get("tools") or any(m["role"] == "tool" for m in r["prompt"]) for r in rows):
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
+            check_template_renders(tokenizer, rows, config.base_model)  # refused now, not minutes into the job
     return config.model_copy(update={"dataset_version": version.number, "dataset_hash": version.content_hash})
 
 
@@ -124,7 +135,8 @@ FINETUNE_KIND = register_kind(
         "finetune",
         FinetuneConfig,
         run_finetune,
-        "Supervised fine-tuning with TRL's SFTTrainer and PEFT (LoRA, QLoRA, prefix tuning, IA3 adapters, full).",
+        "Supervised fine-tuning with TRL's SFTTrainer and PEFT (LoRA, QLoRA, prefix tuning, IA3 adapters, full), "
+        "or KTO with TRL's KTOTrainer (method kto).",
         prepare=lambda config, settings, db: prepare_finetune(settings, db, config),
     )
 )

@@ -8,6 +8,8 @@ Method → PEFT:
     adapter  ``IA3Config(target_modules, feedforward_modules)``: learned scaling vectors on keys, values and
              feed-forward activations (PEFT has no bottleneck adapter; see ``configs/finetune/adapter.yaml``)
     full     no PEFT config: every weight trains, the artifact is a complete model
+    kto      the same ``LoraConfig`` as lora, trained by TRL's ``KTOTrainer`` (``KTOConfig(beta, desirable_weight,
+             undesirable_weight)``) instead of ``SFTTrainer``
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def peft_config_for(config: FinetuneConfig) -> Any | None:
     """The PEFT config for the chosen method (None for full fine-tuning)."""
     from peft import IA3Config, LoraConfig, PrefixTuningConfig, TaskType
 
-    if config.method in ("lora", "qlora"):
+    if config.method in ("lora", "qlora", "kto"):
         return LoraConfig(
             task_type=TaskType.CAUSAL_LM,
             r=config.lora_r,
@@ -122,6 +124,48 @@ def load_model(config: FinetuneConfig, model_path: Path, device: Device) -> tupl
     return model, tokenizer
 
 
+def _trainer_args(
+    config: FinetuneConfig, output_dir: Path, device: Device, *, has_eval: bool, max_steps: int | None
+) -> dict[str, Any]:
+    """The ``TrainingArguments`` every method shares."""
+    if has_eval:
+        eval_kwargs: dict[str, Any] = {
+            "eval_strategy": "steps" if config.eval_every_steps else "epoch",
+            "per_device_eval_batch_size": config.batch_size,
+        }
+        if config.eval_every_steps:
+            eval_kwargs["eval_steps"] = config.eval_every_steps
+    else:
+        eval_kwargs = {"eval_strategy": "no"}
+    steps = max_steps if max_steps is not None else config.max_steps
+    return {
+        "output_dir": str(output_dir),
+        "num_train_epochs": config.epochs,
+        "max_steps": steps if steps is not None else -1,
+        "per_device_train_batch_size": config.batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation,
+        "learning_rate": config.learning_rate,
+        "lr_scheduler_type": config.lr_scheduler,
+        "warmup_steps": config.warmup_ratio,  # transformers 5: a float below 1 is a ratio of the total steps
+        "max_length": config.max_length,
+        "gradient_checkpointing": config.gradient_checkpointing,
+        "logging_steps": config.logging_steps,
+        "logging_first_step": True,
+        "save_strategy": "steps",
+        "save_steps": config.checkpoint_every_steps,
+        "save_total_limit": 2,
+        "seed": config.seed,
+        "data_seed": config.seed,
+        "bf16": device.bf16,
+        "fp16": False,
+        "use_cpu": device.name == "cpu",
+        "report_to": [],
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+        **eval_kwargs,
+    }
+
+
 def sft_config_for(
     config: FinetuneConfig,
     output_dir: Path,
@@ -138,41 +182,27 @@ def sft_config_for(
     """
     from trl import SFTConfig  # type: ignore[attr-defined]  # lazy-module export
 
-    if has_eval:
-        eval_kwargs: dict[str, Any] = {
-            "eval_strategy": "steps" if config.eval_every_steps else "epoch",
-            "per_device_eval_batch_size": config.batch_size,
-        }
-        if config.eval_every_steps:
-            eval_kwargs["eval_steps"] = config.eval_every_steps
-    else:
-        eval_kwargs = {"eval_strategy": "no"}
-    steps = max_steps if max_steps is not None else config.max_steps
     return SFTConfig(
-        output_dir=str(output_dir),
-        num_train_epochs=config.epochs,
-        max_steps=steps if steps is not None else -1,
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation,
-        learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler,
-        warmup_steps=config.warmup_ratio,  # transformers 5: a float below 1 is a ratio of the total steps
-        max_length=config.max_length,
         packing=config.packing,
-        gradient_checkpointing=config.gradient_checkpointing,
-        completion_only_loss=True,  # prompt tokens are masked: only the assistant reply is learned
-        logging_steps=config.logging_steps,
-        logging_first_step=True,
-        save_strategy="steps",
-        save_steps=config.checkpoint_every_steps,
-        save_total_limit=2,
-        seed=config.seed,
-        data_seed=config.seed,
-        bf16=device.bf16,
-        fp16=False,
-        use_cpu=device.name == "cpu",
-        report_to=[],
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        **eval_kwargs,
+        completion_only_loss=True,  # only the assistant's tokens (``completion_mask``) are learned
+        **_trainer_args(config, output_dir, device, has_eval=has_eval, max_steps=max_steps),
+    )
+
+
+def kto_config_for(
+    config: FinetuneConfig,
+    output_dir: Path,
+    device: Device,
+    *,
+    has_eval: bool,
+    max_steps: int | None = None,
+) -> Any:
+    """TRL's ``KTOConfig`` for a ``kto`` config (the rows are read in the order given: they are shuffled before)."""
+    from trl import KTOConfig  # type: ignore[attr-defined]  # lazy-module export
+
+    return KTOConfig(
+        beta=config.kto_beta,
+        desirable_weight=config.kto_desirable_weight,
+        undesirable_weight=config.kto_undesirable_weight,
+        **_trainer_args(config, output_dir, device, has_eval=has_eval, max_steps=max_steps),
     )

@@ -225,11 +225,12 @@ def train_preference(
     *,
     checkpoint_dir: Path | None = None,
     resume_from: Path | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Train DPO or a reward model on preference ``examples``; save the artifact in ``output_dir``.
 
     Returns a JSON-able summary (``stopped``, ``steps``, ``train_loss``, ``artifact``, ``artifact_path``);
-    a cancelled run saves a checkpoint and no artifact.
+    a cancelled run saves a checkpoint and no artifact. ``callbacks`` are extra ``TrainerCallback``s.
     """
     from datasets import Dataset
     from transformers import AutoTokenizer, PrinterCallback
@@ -264,7 +265,7 @@ def train_preference(
             train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer,
             peft_config=lora_config_for(config, "CAUSAL_LM"),
-            callbacks=[callback],
+            callbacks=[callback, *callbacks],
         )
     else:
         from transformers import AutoModelForSequenceClassification
@@ -280,7 +281,7 @@ def train_preference(
             train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer,
             peft_config=lora_config_for(config, "SEQ_CLS"),
-            callbacks=[callback],
+            callbacks=[callback, *callbacks],
         )
     trainer.remove_callback(PrinterCallback)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)

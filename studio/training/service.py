@@ -360,46 +360,22 @@ def conversation_choices(db: Database, limit: int = 200) -> list[tuple[str, str]
 
 
 # -- column mappings -------------------------------------------------------------------------------------------
-def parse_mapping(text: str | None) -> ColumnMapping | None:
-    """A column mapping written as YAML or JSON (``format: prompt_completion``, ``prompt: question`` ...);
-    empty means "detect the format". Errors name the mapping field (``param`` ``mapping.<field>``)."""
-    import pydantic
+def parse_mapping(text: str | None, filename: str | None = None) -> ColumnMapping | None:
+    """A column mapping written as YAML or JSON (``format: prompt_completion``, ``prompt: question`` ...), or
+    LLaMA-Factory's ``dataset_info.json`` entry (or the whole file: the entry for ``filename`` is taken); empty
+    means "detect the format". Errors name the mapping field (``param`` ``mapping.<field>``)."""
+    from studio.datasets.mapping import mapping_from_text
 
-    if text is None or not text.strip():
-        return None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ValidationError(f"the column mapping is not valid YAML/JSON: {exc}", param="mapping") from None
-    if data is None:
-        return None
-    if not isinstance(data, dict):
-        raise ValidationError(
-            "the column mapping must be field: column pairs, e.g. {format: prompt_completion, prompt: question}",
-            param="mapping",
-        )
-    if data.get("format") in (None, "", "auto"):
-        raise ValidationError(
-            f"the column mapping needs a format: one of {', '.join(FORMATS)} (or leave the mapping empty to detect it)",
-            param="mapping.format",
-        )
-    try:
-        return ColumnMapping.model_validate(data)
-    except pydantic.ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "mapping"
-            msg = str(err["msg"])
-            if err["type"] == "extra_forbidden":
-                msg = f"unknown mapping field; known: {', '.join(ColumnMapping.model_fields)}"
-            problems.append(f"mapping.{where}: {msg}")
-        first = ".".join(str(p) for p in exc.errors()[0]["loc"])
-        raise ValidationError("; ".join(problems), param=f"mapping.{first}") from None
+    return mapping_from_text(text, filename)
 
 
 def mapping_yaml(mapping: ColumnMapping) -> str:
     """The fields a mapping's format reads, as the YAML the mapping box shows."""
     data: dict[str, Any] = {"format": mapping.format, **mapping.columns()}
+    if mapping.ranking:
+        data["ranking"] = True
+    if mapping.tags is not None:
+        data["tags"] = mapping.tags.model_dump()
     return yaml.safe_dump(data, sort_keys=False)
 
 

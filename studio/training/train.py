@@ -1,5 +1,5 @@
-"""Supervised fine-tuning with TRL's ``SFTTrainer``: train and save the artifact (duration estimates:
-:mod:`studio.training.estimate`).
+"""Fine-tuning with TRL's ``SFTTrainer`` (or ``KTOTrainer`` for method ``kto``): train and save the artifact
+(duration estimates: :mod:`studio.training.estimate`).
 
 ``train()`` is the job body (the job kind resolves the dataset and the model and calls it); it talks to the
 queue only through a :class:`JobReporter`, so tests and scripts run it with a ``MemoryReporter``.
@@ -27,8 +27,15 @@ from studio.errors import ValidationError
 from studio.inference.torch_setup import import_torch
 from studio.jobs.reporter import JobReporter
 from studio.training.config import FinetuneConfig, config_to_dict, method_specs
-from studio.training.data import split_examples
-from studio.training.methods import Device, load_model, peft_config_for, pick_device, sft_config_for
+from studio.training.data import check_template_renders, split_examples, tokenize_rows
+from studio.training.methods import (
+    Device,
+    kto_config_for,
+    load_model,
+    peft_config_for,
+    pick_device,
+    sft_config_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +127,13 @@ def _build_trainer(
     evaluate: bool = True,
     phase: Callable[[str], None] = _no_phase,
 ) -> tuple[Any, BuildTimes]:
-    """An ``SFTTrainer`` for the config (the prompt/completion rows get their prompts masked by TRL), and how long
-    its two phases took; ``phase`` hears each phase's name as it starts."""
+    """The trainer for the config and how long its two phases took; ``phase`` hears each phase's name as it starts.
+
+    Supervised methods: an ``SFTTrainer`` on rows tokenised here with the chat template, every assistant message
+    learned and everything else masked (:func:`studio.training.data.tokenize_row`). ``kto``: a ``KTOTrainer`` on
+    the prompt / completion / label rows (TRL tokenises them)."""
     from datasets import Dataset
     from transformers import PrinterCallback
-    from trl import SFTTrainer  # type: ignore[attr-defined]  # lazy-module export
 
     phase("loading the base model")
     started = time.perf_counter()
@@ -132,16 +141,32 @@ def _build_trainer(
     loaded = time.perf_counter()
     has_eval = evaluate and bool(eval_rows)
     phase(f"tokenising {_examples_text(len(train_rows), len(eval_rows) if has_eval else 0)}")
-    args = sft_config_for(config, checkpoint_dir, device, has_eval=has_eval, max_steps=max_steps)
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(train_rows),
-        eval_dataset=Dataset.from_list(eval_rows) if has_eval else None,
-        processing_class=tokenizer,
-        peft_config=peft_config_for(config),
-        callbacks=list(callbacks),
-    )
+    trainer: Any
+    if config.method == "kto":
+        from trl import KTOTrainer  # type: ignore[attr-defined]  # lazy-module export
+
+        trainer = KTOTrainer(
+            model=model,
+            args=kto_config_for(config, checkpoint_dir, device, has_eval=has_eval, max_steps=max_steps),
+            train_dataset=Dataset.from_list(train_rows),
+            eval_dataset=Dataset.from_list(eval_rows) if has_eval else None,
+            processing_class=tokenizer,
+            peft_config=peft_config_for(config),
+            callbacks=list(callbacks),
+        )
+    else:
+        from trl import SFTTrainer  # type: ignore[attr-defined]  # lazy-module export
+
+        check_template_renders(tokenizer, [*train_rows, *eval_rows], config.base_model)
+        trainer = SFTTrainer(
+            model=model,
+            args=sft_config_for(config, checkpoint_dir, device, has_eval=has_eval, max_steps=max_steps),
+            train_dataset=Dataset.from_list(tokenize_rows(tokenizer, train_rows)),
+            eval_dataset=Dataset.from_list(tokenize_rows(tokenizer, eval_rows)) if has_eval else None,
+            processing_class=tokenizer,
+            peft_config=peft_config_for(config),
+            callbacks=list(callbacks),
+        )
     # With progress bars off, transformers prints every log dict to stdout; the reporter gets them instead.
     trainer.remove_callback(PrinterCallback)
     return trainer, BuildTimes(loaded - started, time.perf_counter() - loaded)
@@ -195,7 +220,8 @@ def train(
 ) -> TrainingResult:
     """Fine-tune the model in ``model_path`` on ``examples`` as ``config`` says; save the artifact in ``output_dir``.
 
-    ``examples`` are canonical chat examples (or preference pairs, trained on the chosen reply). Progress,
+    ``examples`` are canonical chat examples (or preference pairs, trained on the chosen reply; for method ``kto``,
+    KTO examples or preference pairs split into a desirable and an undesirable reply). Progress,
     curves, checkpoints and the log go to ``reporter``; when ``reporter.should_stop()`` turns true the run saves
     a checkpoint after the current step and returns with ``stopped="cancelled"`` and no artifact.
     ``resume_from`` (a ``checkpoint-N`` dir, or a folder of them) continues that run's step count, optimizer and
@@ -206,7 +232,7 @@ def train(
     spec = method_specs()[config.method]
     checkpoint_dir = checkpoint_dir or output_dir.parent / "checkpoints"
     resume_path = _check_resume(resume_from)
-    train_rows, eval_rows = split_examples(examples, config.validation_split, config.seed)
+    train_rows, eval_rows = split_examples(examples, config.validation_split, config.seed, kto=config.method == "kto")
     device = pick_device()
     reporter.log(
         f"fine-tuning {config.base_model} with {spec.label} on {len(train_rows)} examples "

@@ -130,12 +130,13 @@ def test_supervised_normalisation(record: dict[str, Any], mapping: ColumnMapping
 
 
 def test_alpaca_joins_instruction_and_input() -> None:
+    # LLaMA-Factory's data/README.md: "the human prompt would be `instruction\ninput`"
     out = normalise(
         {"instruction": "Translate to French", "input": "cat", "output": "chat"}, ColumnMapping(format="alpaca")
     )
     assert out == {
         "messages": [
-            {"role": "user", "content": "Translate to French\n\ncat"},
+            {"role": "user", "content": "Translate to French\ncat"},
             {"role": "assistant", "content": "chat"},
         ]
     }

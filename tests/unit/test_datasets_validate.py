@@ -41,7 +41,7 @@ CASES: dict[str, tuple[list[dict[str, Any]], dict[int, str]]] = {
     "sharegpt": (
         [{"conversations": [{"from": "human", "value": f"Q{i}"}, {"from": "gpt", "value": f"A{i}"}]} for i in range(12)]
         + [{"conversations": [{"from": "gpt", "value": "A"}]}, {"conversations": {"from": "human"}}],
-        {13: "conversations[0].role", 14: "conversations"},
+        {13: "conversations[0].from", 14: "conversations"},  # the key the file uses
     ),
     "preference": (
         [{"prompt": f"Q{i}", "chosen": f"Good {i}", "rejected": f"Bad {i}"} for i in range(12)]

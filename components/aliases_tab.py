@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import gradio as gr
 
-from components.common import handle_errors
+from components.common import form_validator, handle_errors
 from studio.aliases.listing import TABLE_COLUMNS, alias_rows, alias_stats, usage_last_24h
 from studio.aliases.resolve import validate_alias
 from studio.aliases.schema import AliasConfig, ContextParams
@@ -68,6 +68,20 @@ FORM_NAMES = [
     "engine",
     "dtype",
 ]
+# the schema field (a ValidationError's ``param``) behind each form input, in FORM_NAMES order, for the validator
+# that marks wrong fields; None for the fields of the collapsed "Performance & Resources" section, where a mark
+# would go unseen (their errors come as a toast)
+FORM_PARAMS = [
+    "alias",
+    "repo",
+    "chat_template",
+    *[f"request_params.{k}" for k, _ in REQUEST_FIELDS],
+    "request_params.stop",
+    "request_params.user",
+    *[None for _ in CONTEXT_FIELDS],
+    None,
+    None,
+]
 
 
 def _form_signature(*leading: str) -> Callable[[F], F]:
@@ -88,7 +102,7 @@ def _template_choices(settings: Settings) -> list[str]:
 
 
 def _report_md(errors: list[ValidationError], warnings: list[str], ok_text: str = "") -> str:
-    lines = [f"❌ {e.message}" for e in errors]
+    lines = [f"❌ {e.user_message}" for e in errors]
     lines += [f"⚠️ {w}" for w in warnings]
     if not errors and ok_text:
         lines.insert(0, f"✅ {ok_text}")
@@ -258,6 +272,24 @@ def create_aliases_tab(ctx: AppContext) -> dict[str, Any]:
             request=request,
             context=context,
         )
+
+    def form_errors(_target: AliasFormTarget, *values: Any) -> list[ValidationError]:
+        """What Validate and Save would refuse in the values, for the validator that marks the fields (writes
+        nothing). Whether the name is taken is left to the handler, which knows the alias this form is bound to:
+        a validator gets the States' initial values (see ``form_validator``)."""
+        data = form_dict(*values)
+        return validate_alias(data, resolver, editing=data["alias"])[1].errors
+
+    def try_errors(prompt: str, *values: Any) -> list[ValidationError]:
+        data = form_dict(*values) if (values[0] or "").strip() else form_dict("(unsaved)", *values[1:])
+        problems = validate_alias(data, resolver, editing=data["alias"])[1].errors
+        if not (prompt or "").strip():
+            problems.append(ValidationError("type a prompt to try", param="prompt"))
+        return problems
+
+    def selection_errors(alias_name: str) -> None:
+        if not alias_name:
+            raise ValidationError("click a row in the table first", param="alias")
 
     def listing(query: str, src: str, sort_by: str, grouped: bool) -> tuple[Any, str]:
         views = resolver.list_aliases()
@@ -429,9 +461,17 @@ def create_aliases_tab(ctx: AppContext) -> dict[str, Any]:
         show_progress="hidden",
     )
     table.select(on_select, [table], [selected, details], api_visibility="private")
-    validate_btn.click(validate, [editing, *form_inputs], [report], api_name="aliases_validate")
+    # a refused form keeps no stale "valid" or "saved" line under the marked fields
+    for button in (validate_btn, save_btn):
+        button.click(None, None, [report], js="() => ''", api_visibility="private")
+    form_check = form_validator(form_errors, [None, *FORM_PARAMS])
+    validate_btn.click(validate, [editing, *form_inputs], [report], api_name="aliases_validate", validator=form_check)
     save_event = save_btn.click(
-        save, [editing, *form_inputs], [report, table, stats, editing, mode], api_name="aliases_save"
+        save,
+        [editing, *form_inputs],
+        [report, table, stats, editing, mode],
+        api_name="aliases_save",
+        validator=form_check,
     )
     edit_btn.click(edit, [selected], [*form_inputs, editing, mode], api_visibility="private")
     new_btn.click(new_form, None, [*form_inputs, editing, mode], api_visibility="private")
@@ -441,9 +481,21 @@ def create_aliases_tab(ctx: AppContext) -> dict[str, Any]:
     delete_event = confirm_btn.click(
         delete, [selected], [table, stats, confirm_row, selected], api_name="aliases_delete"
     )
-    export_btn.click(export, [selected], [export_file], api_name="aliases_export")
+    export_btn.click(
+        export,
+        [selected],
+        [export_file],
+        api_name="aliases_export",
+        validator=form_validator(selection_errors, ["alias"]),
+    )
     import_event = import_btn.click(do_import, [import_files], [table, stats, report], api_name="aliases_import")
-    try_btn.click(try_alias, [try_prompt, *form_inputs], [try_reply, try_stats], api_name="aliases_try")
+    try_btn.click(
+        try_alias,
+        [try_prompt, *form_inputs],
+        [try_reply, try_stats],
+        api_name="aliases_try",
+        validator=form_validator(try_errors, ["prompt", *FORM_PARAMS]),
+    )
 
     return {
         "table": table,

@@ -1,7 +1,10 @@
 """One tree of errors for the whole studio.
 
 Every error a user can cause carries a message they can act on (what was wrong, what is allowed, where we
-looked). REST maps ``status_code``/``error_type`` onto the OpenAI error shape; the UI shows ``str(err)``.
+looked). REST maps ``status_code``/``error_type`` onto the OpenAI error shape with ``message`` and ``param`` (the
+technical detail: the dotted field path, pydantic's wording); the UI shows ``user_message``, the same in the
+user's words ("Temperature must be between 0 and 2 (you entered 5)", see :mod:`studio.user_messages`), next to
+the field ``param`` names where the form has it.
 
     StudioError
      ├── UserError                  (4xx: the request or the configuration is wrong)
@@ -29,11 +32,14 @@ class StudioError(Exception):
     status_code: int = 500
     error_type: str = "server_error"
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, param: str | None = None, code: str | None = None, user_message: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.code = code
+        self.user_message = user_message or message  # the UI's wording; a hand-written message already is
 
     def to_openai(self) -> dict[str, object]:
         """The OpenAI error body: ``{"error": {"message", "type", "param", "code"}}``."""

@@ -8,9 +8,9 @@ from typing import Any
 
 import gradio as gr
 
-from components.common import handle_errors
+from components.common import form_validator, handle_errors
 from components.playground.shared import PlaygroundShared
-from studio.playground.panels import base_url_from_headers, export_prompt, import_prompt_form
+from studio.playground.panels import base_url_from_headers, export_prompt, import_prompt_form, prompt_spec_from_form
 from studio.playground.prompts import PROMPT_TEMPLATES
 from studio.playground.session import PARAM_NAMES, sampling_from_form
 
@@ -127,6 +127,12 @@ def create_export_panel(shared: PlaygroundShared) -> dict[str, Any]:
             str(done.path),
         )
 
+    def export_errors(prompt: str, template_name: str, model: str, system_prompt: str, *rest: Any) -> None:
+        """What Export would refuse (no prompt, a parameter out of range), for the validator; writes nothing."""
+        params = sampling_from_form(*rest[: len(PARAM_NAMES)])
+        # the baseline only decides which parameters the export records: any will do to check the form
+        prompt_spec_from_form(model, template_name, prompt, system_prompt, params, baseline=params)
+
     @handle_errors
     def do_import(text: str, prompt_file: str | None, model: str) -> list[Any]:
         """Fill the prompt, template, system prompt and parameters from pasted text or a .json/.yaml file (our
@@ -147,6 +153,7 @@ def create_export_panel(shared: PlaygroundShared) -> dict[str, Any]:
         [prompt_box, template, shared.model, shared.system_prompt, *shared.params, examples],
         [json_code, yaml_code, body_code, curl_code, openai_code, gradio_code, export_file],
         api_name="playground_export",
+        validator=form_validator(export_errors, ["prompt", "template", "model", "system_prompt", *PARAM_NAMES, None]),
     )
     import_btn.click(
         do_import,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from studio.aliases.schema import AliasConfig
@@ -157,11 +158,11 @@ def close_matches(name: str, names: list[str], n: int = 3) -> list[str]:
     return found[:n]
 
 
-def _single_errors(exc: PydanticValidationError, prefix: str = "") -> list[ValidationError]:
+def _single_errors(exc: PydanticValidationError, model: type[BaseModel], prefix: str = "") -> list[ValidationError]:
     out = []
     for err in exc.errors():
         single = PydanticValidationError.from_exception_data(exc.title, [err])  # type: ignore[list-item]
-        out.append(validation_error_from_pydantic(single, prefix=prefix))
+        out.append(validation_error_from_pydantic(single, prefix=prefix, model=model))
     return out
 
 
@@ -181,7 +182,7 @@ def validate_alias(
             cfg = AliasConfig.model_validate(data)
         except PydanticValidationError as exc:
             cfg = None
-            report.errors.extend(_single_errors(exc))
+            report.errors.extend(_single_errors(exc, AliasConfig))
     # Range checks and the model check run even when the shape is wrong, so every field error is listed.
     raw_rp: Any = cfg.request_params.sampling_overrides() if cfg else (data or {}).get("request_params")  # type: ignore[union-attr]
     if isinstance(raw_rp, dict):
@@ -190,7 +191,8 @@ def validate_alias(
             SamplingParams(**known)
         except PydanticValidationError as exc:
             seen = {e.param for e in report.errors}
-            report.errors.extend(e for e in _single_errors(exc, "request_params.") if e.param not in seen)
+            ranged = _single_errors(exc, SamplingParams, "request_params.")
+            report.errors.extend(e for e in ranged if e.param not in seen)
     entry: ModelEntry | None = None
     probe = cfg
     if probe is None and isinstance(data, dict) and isinstance(data.get("repo"), str) and data.get("repo"):

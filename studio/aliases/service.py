@@ -13,6 +13,8 @@ from studio.aliases.resolve import AliasResolver, ValidationReport, model_alias,
 from studio.aliases.schema import AliasConfig, ContextParams, RequestParams
 from studio.aliases.store import dump_alias_yaml, parse_alias_yaml
 from studio.errors import NotFoundError, ValidationError
+from studio.inference.params import SamplingParams
+from studio.user_messages import field_label, shown
 
 REQUEST_KEYS = tuple(RequestParams.model_fields)
 INTEGER_FIELDS = frozenset({"top_k", "max_tokens", "seed", *ContextParams.model_fields} - {"engine", "dtype"})
@@ -31,12 +33,31 @@ def parse_form_number(text: str | float | int | None, param: str, *, integer: bo
         try:
             value = float(raw)
         except ValueError:
-            raise ValidationError(f"'{param}' must be a number; got {raw!r}", param=param) from None
+            raise ValidationError(
+                f"'{param}' must be a number; got {raw!r}",
+                param=param,
+                user_message=f"{_form_label(param)} must be a number (you entered {shown(raw)})",
+            ) from None
     if integer:
         if value != int(value):
-            raise ValidationError(f"'{param}' must be a whole number; got {value:g}", param=param)
+            raise ValidationError(
+                f"'{param}' must be a whole number; got {value:g}",
+                param=param,
+                user_message=f"{_form_label(param)} must be a whole number (you entered {shown(value)})",
+            )
         return int(value)
     return value
+
+
+def _form_label(param: str) -> str:
+    """The form's name for a field: ``request_params.top_p`` → ``Top-p`` (request parameters are titled by the
+    sampling schema), ``context_params.n_ctx`` → ``n_ctx``."""
+    section, _, name = param.partition(".")
+    if section == "request_params" and name in SamplingParams.model_fields:
+        return field_label(SamplingParams, name)
+    if section == "context_params":
+        return field_label(ContextParams, name)
+    return field_label(AliasConfig, param)
 
 
 CONTEXT_KEYS = tuple(ContextParams.model_fields)

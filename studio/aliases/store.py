@@ -75,8 +75,10 @@ def alias_from_dict(data: dict[str, Any], source: str = "alias") -> AliasConfig:
     try:
         return AliasConfig.model_validate(data)
     except PydanticValidationError as exc:
-        err = validation_error_from_pydantic(exc)
-        raise ValidationError(f"{source}: {err.message}", param=err.param) from None
+        err = validation_error_from_pydantic(exc, model=AliasConfig)
+        raise ValidationError(
+            f"{source}: {err.message}", param=err.param, user_message=f"{source}: {err.user_message}"
+        ) from None
 
 
 def dump_alias_yaml(cfg: AliasConfig) -> str:

@@ -1,7 +1,7 @@
 """The one schema for sampling parameters: ranges, defaults (from ``configs/defaults.yaml``) and help text.
 
-The Playground form, the OpenAI-compatible API and (later) alias files all validate through
-:class:`SamplingParams`, so a range or a help text is written here once.
+The Playground form, the OpenAI-compatible API and alias files all validate through :class:`SamplingParams`, so a
+range, a title or a help text is written here once; the titles name the fields in error sentences for the user.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from studio.errors import ValidationError
 from studio.settings import generation_defaults
+from studio.user_messages import user_sentence
 
 MAX_STOP_SEQUENCES = 8
 MAX_TOP_LOGPROBS = 20
@@ -31,58 +32,73 @@ class SamplingParams(BaseModel):
         default_factory=lambda: _default("temperature"),
         ge=0.0,
         le=2.0,
+        title="Temperature",
         description="Randomness. 0 = always the most likely token (greedy); higher = more varied, less focused.",
     )
     top_p: float = Field(
         default_factory=lambda: _default("top_p"),
         gt=0.0,
         le=1.0,
+        title="Top-p",
         description="Nucleus sampling: keep the smallest set of tokens whose probabilities add up to top_p.",
     )
     top_k: int = Field(
         default_factory=lambda: _default("top_k"),
         ge=0,
         le=1000,
+        title="Top-k",
         description="Keep only the k most likely tokens before sampling (0 = no limit).",
     )
     max_tokens: int = Field(
         default_factory=lambda: _default("max_tokens"),
         ge=1,
         le=32768,
+        title="Max tokens",
         description="Most tokens to generate for this reply.",
     )
     repetition_penalty: float = Field(
         default_factory=lambda: _default("repetition_penalty"),
         gt=0.0,
         le=2.0,
+        title="Repetition penalty",
         description="Divides the score of tokens already seen (1.0 = off; 1.1-1.3 is mild).",
     )
     frequency_penalty: float = Field(
         default_factory=lambda: _default("frequency_penalty"),
         ge=-2.0,
         le=2.0,
+        title="Frequency penalty",
         description="Lowers a token's score by this much per time it already appeared.",
     )
     presence_penalty: float = Field(
         default_factory=lambda: _default("presence_penalty"),
         ge=-2.0,
         le=2.0,
+        title="Presence penalty",
         description="Lowers a token's score by this much once it has appeared at all.",
     )
     stop: list[str] = Field(
         default_factory=lambda: list(_default("stop")),
         max_length=MAX_STOP_SEQUENCES,
+        title="Stop sequences",
         description="Generation ends when any of these strings appears; the string itself is not returned.",
     )
     seed: int | None = Field(
         default_factory=lambda: _default("seed"),
         ge=0,
         le=2**63 - 1,
+        title="Seed",
         description="Fixes the random sampling so the same request gives the same reply.",
     )
-    logprobs: bool = Field(False, description="Return the log probability of each generated token.")
+    logprobs: bool = Field(
+        False, title="Log probabilities", description="Return the log probability of each generated token."
+    )
     top_logprobs: int = Field(
-        0, ge=0, le=MAX_TOP_LOGPROBS, description="How many most likely alternatives to return per token."
+        0,
+        ge=0,
+        le=MAX_TOP_LOGPROBS,
+        title="Top log probabilities",
+        description="How many most likely alternatives to return per token.",
     )
 
     @field_validator("stop", mode="before")
@@ -148,11 +164,18 @@ def make_sampling_params(**overrides: Any) -> SamplingParams:
     try:
         return SamplingParams(**values)
     except PydanticValidationError as exc:
-        raise validation_error_from_pydantic(exc) from None
+        raise validation_error_from_pydantic(exc, model=SamplingParams) from None
 
 
-def validation_error_from_pydantic(exc: PydanticValidationError, prefix: str = "") -> ValidationError:
-    """Turn pydantic's first error into a studio ValidationError whose message names the field."""
+def validation_error_from_pydantic(
+    exc: PydanticValidationError, prefix: str = "", model: type[BaseModel] | None = None
+) -> ValidationError:
+    """Turn pydantic's first error into a studio ValidationError.
+
+    ``message`` and ``param`` are the technical detail the REST API answers with (the dotted field path, after
+    ``prefix``, and pydantic's wording); ``user_message`` is the sentence the UI shows next to the field, built
+    from ``model``'s field metadata (the schema that was validated) by :func:`studio.user_messages.user_sentence`.
+    """
     err = exc.errors()[0]
     loc = str((err.get("ctx") or {}).get("param") or "") or ".".join(
         str(p) for p in err.get("loc", ()) if p != "__root__"
@@ -163,4 +186,6 @@ def validation_error_from_pydantic(exc: PydanticValidationError, prefix: str = "
         msg = "unknown parameter (not supported)"
     given = err.get("input")
     shown = "" if err.get("type") in ("missing", "extra_forbidden", "lone_surrogate") else f" (got {given!r})"
-    return ValidationError(f"Invalid value for '{field}': {msg}{shown}", param=field)
+    return ValidationError(
+        f"Invalid value for '{field}': {msg}{shown}", param=field, user_message=user_sentence(err, model)
+    )

@@ -55,9 +55,10 @@ _ROLES = ("system", "user", "assistant")
 class _ParamError(ValueError):
     """A sampling value failed :class:`SamplingParams`; carries the field so errors can name ``params.<field>``."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, user_message: str = "") -> None:
         super().__init__(message)
         self.field = field
+        self.user_message = user_message or message
 
 
 def _check_params(value: dict[str, Any]) -> dict[str, Any]:
@@ -66,8 +67,8 @@ def _check_params(value: dict[str, Any]) -> dict[str, Any]:
     try:
         checked = SamplingParams.model_validate(given)
     except PydanticValidationError as exc:
-        err = validation_error_from_pydantic(exc)
-        raise _ParamError(err.param or "params", err.message) from None
+        err = validation_error_from_pydantic(exc, model=SamplingParams)
+        raise _ParamError(err.param or "params", err.message, err.user_message) from None
     return {k: getattr(checked, k) for k in given}
 
 
@@ -126,9 +127,11 @@ def _error_from_pydantic(exc: PydanticValidationError, where: str) -> Validation
     """A ValidationError naming ``where`` and the field (``params.<field>`` for sampling values)."""
     cause = (exc.errors()[0].get("ctx") or {}).get("error")
     if isinstance(cause, _ParamError):
-        return ValidationError(f"{where}: {cause}", param=f"params.{cause.field}")
+        return ValidationError(
+            f"{where}: {cause}", param=f"params.{cause.field}", user_message=f"{where}: {cause.user_message}"
+        )
     err = validation_error_from_pydantic(exc)
-    return ValidationError(f"{where}: {err.message}", param=err.param)
+    return ValidationError(f"{where}: {err.message}", param=err.param, user_message=f"{where}: {err.user_message}")
 
 
 def _load_yaml(text: str, source: str, param: str) -> Any:

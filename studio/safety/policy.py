@@ -239,8 +239,10 @@ def policy_from_dict(data: Any, source: str = "policy") -> SafetyPolicyConfig:
     try:
         return SafetyPolicyConfig.model_validate(data)
     except PydanticValidationError as exc:
-        err = validation_error_from_pydantic(exc)
-        raise ValidationError(f"{source}: {err.message}", param=err.param) from None
+        err = validation_error_from_pydantic(exc, model=SafetyPolicyConfig)
+        raise ValidationError(
+            f"{source}: {err.message}", param=err.param, user_message=f"{source}: {err.user_message}"
+        ) from None
 
 
 def parse_policy_yaml(text: str, source: str = "<text>") -> SafetyPolicyConfig:

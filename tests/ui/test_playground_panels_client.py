@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
+from gradio_client.exceptions import ValidationError as ClientValidationError
 
 from studio.playground.prompts import BATCH_COLUMNS, import_prompt, to_openai_request
 
@@ -224,7 +225,8 @@ def test_export_gives_an_openai_request_with_the_model_and_temperature(server) -
 
 def test_export_needs_a_prompt(server) -> None:  # type: ignore[no-untyped-def]
     client = Client(server.url, verbose=False)
-    with pytest.raises(AppError, match="prompt"):
+    # refused before the export runs, with the sentence the page shows at the Prompt field (issue 15, point 8)
+    with pytest.raises(ClientValidationError, match="- prompt: type the prompt to export first"):
         _export(client, "   ", "", 0.3)
 
 

@@ -18,6 +18,7 @@ from studio.aliases.schema import AliasConfig, ContextParams
 from studio.aliases.service import (
     INTEGER_FIELDS,
     AliasFormTarget,
+    alias_details,
     build_alias_dict,
     clone_alias,
     export_alias,
@@ -293,10 +294,19 @@ def create_aliases_tab(ctx: AppContext) -> dict[str, Any]:
 
     def listing(query: str, src: str, sort_by: str, grouped: bool) -> tuple[Any, str]:
         views = resolver.list_aliases()
+        broken = resolver.broken_files()  # shown with their error, never left out
         usage = usage_last_24h(ctx.db)
         headers = (["Family"] if grouped else []) + TABLE_COLUMNS
-        rows = alias_rows(views, usage, query=query or "", source=src or "all", sort=sort_by, group_by_family=grouped)  # type: ignore[arg-type]
-        return gr.Dataframe(value=rows, headers=headers), alias_stats(views, usage).summary()
+        rows = alias_rows(
+            views,
+            usage,
+            query=query or "",
+            source=src or "all",
+            sort=sort_by,  # type: ignore[arg-type]
+            group_by_family=grouped,
+            broken=broken,
+        )
+        return gr.Dataframe(value=rows, headers=headers), alias_stats(views, usage, broken=len(broken)).summary()
 
     @handle_errors
     def list_aliases(query: str, src: str, sort_by: str, grouped: bool) -> tuple[Any, str]:
@@ -309,7 +319,7 @@ def create_aliases_tab(ctx: AppContext) -> dict[str, Any]:
         row_values = values[row]
         # with grouping the first column is the family
         alias_name = row_values[1] if len(row_values) == len(TABLE_COLUMNS) + 1 else row_values[0]
-        return alias_name, export_alias(resolver, alias_name)
+        return alias_name, alias_details(resolver, alias_name)  # a broken file: its error above its text
 
     @_form_signature("editing")
     @handle_errors

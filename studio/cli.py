@@ -74,9 +74,16 @@ def _print_warnings(report: Any) -> None:
 
 
 def cmd_alias_list(args: argparse.Namespace) -> int:
-    views = _resolver().list_aliases()
+    resolver = _resolver()
+    views = resolver.list_aliases()
+    broken = resolver.broken_files()  # listed with their error, after the user aliases
     if args.json:
         rows = [{**v.config.to_yaml_dict(), "source": v.source, "available": v.entry is not None} for v in views]
+        at = len([v for v in views if v.source == "user"])
+        rows[at:at] = [
+            {"alias": b.name, "file": str(b.path), "source": "broken", "available": False, "error": b.error}
+            for b in broken
+        ]
         print(json.dumps(rows, indent=2))
         return 0
     table = [("ALIAS", "SOURCE", "REPO", "FILENAME", "TEMPLATE", "PARAMS")]
@@ -84,9 +91,15 @@ def cmd_alias_list(args: argparse.Namespace) -> int:
         c = v.config
         params = ", ".join(f"{k}={val}" for k, val in c.request_params.model_dump(exclude_none=True).items())
         table.append((c.alias, v.source, c.repo, c.filename or "-", c.chat_template or "-", params or "-"))
+    at = len([v for v in views if v.source == "user"])
+    table[1 + at : 1 + at] = [(b.name or b.path.name, "broken", "-", "-", "-", "-") for b in broken]
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     for r in table:
         print("  ".join(col.ljust(w) for col, w in zip(r, widths, strict=True)).rstrip())
+    if broken:
+        print("\nbroken alias files (fix or delete them; `studio alias validate FILE` lists every problem):")
+        for b in broken:
+            print(f"  {b.error}")
     return 0
 
 
@@ -149,6 +162,8 @@ def cmd_alias_export(args: argparse.Namespace) -> int:
 
 
 def cmd_alias_validate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from studio.aliases.resolve import validate_alias
     from studio.aliases.store import parse_alias_yaml
 
@@ -167,7 +182,9 @@ def cmd_alias_validate(args: argparse.Namespace) -> int:
     if not isinstance(data, dict):
         parse_alias_yaml(text, args.file)  # raises a ValidationError naming the file (and line)
         return 1
-    _, report = validate_alias(data, _resolver())
+    resolver = _resolver()
+    # a file already in aliases/ is that alias: its own name is not a duplicate of itself
+    _, report = validate_alias(data, resolver, editing=resolver.store.alias_in_file(Path(args.file)))
     for err in report.errors:
         print(f"error: {args.file}: {err.param}: {err.message}", file=sys.stderr)
     _print_warnings(report)
@@ -200,12 +217,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         entry = ctx.registry.resolve("default")
         log.info("loading default model %s (converting it once if needed)…", entry.id)
         ctx.engines.load(entry.id)
-    worker = None
+    worker = downloads = None
     if not args.no_worker and os.environ.get("STUDIO_START_WORKER", "1") != "0":
         from studio.jobs.worker import start_background_worker
 
         worker = start_background_worker(settings, database_url=ctx.db.url)
         log.info("job worker started (pid %d, log %s)", worker.pid, worker.log_file)
+        from studio.models.download import DOWNLOAD_DEVICE
+
+        # downloads have a slot of their own: they never wait behind a training job, nor it behind them
+        downloads = start_background_worker(
+            settings, ctx.db.url, device=DOWNLOAD_DEVICE, log_file=settings.home / "logs" / "worker-download.log"
+        )
     url = f"http://{settings.host}:{settings.port}"
     log.info("Whetstone Studio on %s  (API docs: %s/docs, OpenAI base URL: %s/v1)", url, url, url)
     # on Ctrl-C / SIGTERM open requests get drain_timeout_s to finish before uvicorn cancels them
@@ -227,6 +250,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         if worker is not None:
             worker.stop(timeout_s=15)
+        if downloads is not None:
+            downloads.stop(timeout_s=15)
         # running generations get the rest of the drain time, then are cancelled; their request_log rows are written
         ctx.close(drain_timeout_s=settings.drain_timeout_s)
     return 0
@@ -277,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     mp = msub.add_parser("prepare", help="convert a GGUF model to safetensors once (default: the default model)")
     mp.add_argument("model", nargs="?", default="default")
     mp.set_defaults(func=cmd_models_prepare)
+    from studio.models.cli import register as register_models
+
+    register_models(msub)  # `studio models pull REPO [--file F] [--revision R]` and `studio models rm MODEL`
 
     alias = sub.add_parser("alias", help="named model configurations (STUDIO_HOME/aliases/*.yaml)")
     asub = alias.add_subparsers(dest="alias_command", required=True)

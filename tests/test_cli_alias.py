@@ -231,3 +231,68 @@ def test_alias_validate(home: Path, tmp_path: Path) -> None:
     assert proc.stderr.startswith(f"error: {tmp_path / 'missing.yaml'}: ")
 
     assert not (home / "aliases").exists() or _files(home / "aliases") == {}
+
+
+# -- broken files, validating a stored file, snapshots (issue 16, point 5) ---------------------------------------
+def test_alias_list_shows_broken_files_with_their_error_and_delete_removes_one(home: Path) -> None:
+    aliases = home / "aliases"
+    aliases.mkdir(parents=True)
+    (aliases / "good.yaml").write_text(f"alias: good\nrepo: {BUNDLED_MODEL_ID}\n", encoding="utf-8")
+    typo = aliases / "typo.yaml"
+    typo.write_text(f"alias: typo\nrepo: {BUNDLED_MODEL_ID}\ntemprature: 0.5\n", encoding="utf-8")
+    syntax = aliases / "by hand.yaml"
+    syntax.write_text("alias: syntax\nrepo: [unclosed\n", encoding="utf-8")
+
+    proc = alias_cli(home, "list")
+
+    assert proc.returncode == 0, proc.stderr
+    table, _, notes = proc.stdout.partition("\n\n")
+    rows = [line.split()[:2] for line in table.splitlines()]
+    assert rows[:4] == [["ALIAS", "SOURCE"], ["good", "user"], ["syntax", "broken"], ["typo", "broken"]]
+    assert f"{syntax}, line 3, column 1: not valid YAML" in notes
+    assert f"\n  {typo}: " in notes and "temprature" in notes
+
+    proc = alias_cli(home, "list", "--json")
+    assert proc.returncode == 0, proc.stderr
+    broken = [row for row in json.loads(proc.stdout) if row["source"] == "broken"]
+    assert [(b["alias"], b["file"], b["available"]) for b in broken] == [
+        ("syntax", str(syntax), False),
+        ("typo", str(typo), False),
+    ]
+    assert "temprature" in broken[1]["error"]
+
+    proc = alias_cli(home, "delete", "typo")  # a broken file can be deleted by the name it declares
+    assert proc.returncode == 0, proc.stderr
+    assert not typo.exists() and syntax.exists()
+
+
+def test_alias_validate_of_a_stored_file_does_not_collide_with_itself(home: Path) -> None:
+    assert alias_cli(home, "create", "chat", "--model", BUNDLED_MODEL_ID).returncode == 0
+    stored = home / "aliases" / "chat.yaml"
+
+    proc = alias_cli(home, "validate", stored)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"{stored}: ok" and proc.stderr == ""
+
+    # a second file in the folder claiming the same name is still a duplicate: the first one is the alias
+    copy = home / "aliases" / "copy.yaml"
+    copy.write_bytes(stored.read_bytes())
+    proc = alias_cli(home, "validate", copy)
+    assert proc.returncode == 1
+    assert f"error: {copy}: alias: an alias named 'chat' already exists" in proc.stderr
+
+
+def test_alias_with_a_snapshot_missing_from_the_cache_is_a_validation_error(home: Path, tmp_path: Path) -> None:
+    pinned = tmp_path / "pinned.yaml"
+    pinned.write_text(f"alias: pinned\nrepo: {BUNDLED_MODEL_ID}\nsnapshot: 0123abcd\n", encoding="utf-8")
+
+    proc = alias_cli(home, "validate", pinned)
+
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1
+    assert errors[0].startswith(f"error: {pinned}: snapshot: ")
+    assert "'0123abcd'" in errors[0] and "not in the Hugging Face cache" in errors[0]
+    proc = alias_cli(home, "import", pinned)
+    assert proc.returncode == 2 and "snapshot" in proc.stderr
+    assert not (home / "aliases" / "pinned.yaml").exists()

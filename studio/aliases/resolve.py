@@ -3,13 +3,18 @@
 Resolution order for a ``model`` name: ``default`` → the configured default; user aliases; model aliases
 (one per registry entry: its id, e.g. ``repo:QUANT`` for GGUF files); a local path. Parameters merge as
 per-request > alias ``request_params`` > studio defaults.
+
+A name whose alias file is broken is a 400 that names the file and its error (not a 404, and never served by a
+model of the same name). An alias's ``snapshot`` picks that snapshot of the Hugging Face cache (its model then
+gets the id ``<model id>#<snapshot>``, so it is loaded apart from the snapshot ``refs/main`` names); a snapshot
+that is not there is a validation error on ``snapshot`` listing the ones that are.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,10 +22,10 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from studio.aliases.schema import AliasConfig
-from studio.aliases.store import AliasStore
+from studio.aliases.store import AliasStore, BrokenAliasFile
 from studio.errors import ModelNotFoundError, StudioError, ValidationError
 from studio.inference.params import SamplingParams, validation_error_from_pydantic
-from studio.models.registry import ModelEntry, ModelRegistry
+from studio.models.registry import ModelEntry, ModelRegistry, check_hf_dir
 from studio.settings import generation_defaults
 
 AliasSource = Literal["user", "model"]
@@ -86,9 +91,71 @@ class AliasResolver:
     def list_aliases(self) -> list[AliasView]:
         """User aliases first, then one model alias per usable registry entry."""
         entries = [e for e in self.registry.list_models() if e.problem is None]
-        out = [AliasView(cfg, "user", self._find_entry(cfg, entries)) for cfg in self.store.load_all()[0]]
+        out = [AliasView(cfg, "user", self._usable_entry(cfg, entries)) for cfg in self.store.load_all()[0]]
         out += [AliasView(model_alias(e), "model", e) for e in entries]
         return out
+
+    def broken_files(self) -> list[BrokenAliasFile]:
+        """The alias files that cannot be read, each with its error (listed, never silently left out)."""
+        return self.store.load_all()[1]
+
+    def refuse_broken(self, name: str, param: str = "model") -> None:
+        """Raise a ValidationError (400) naming the file and its error when ``name`` is held only by a broken file."""
+        broken = self.store.broken_named(name)
+        if broken is not None:
+            raise ValidationError(
+                f"alias '{name}' cannot be used: its file is broken: {broken.error}. Fix the file "
+                "(`studio alias validate FILE` lists every problem) or delete it.",
+                param=param,
+                code="alias_file_broken",
+            )
+
+    def _usable_entry(self, cfg: AliasConfig, entries: list[ModelEntry]) -> ModelEntry | None:
+        entry = self._find_entry(cfg, entries)
+        if entry is None:
+            return None
+        try:
+            return self._at_snapshot(cfg, entry)
+        except ValidationError:
+            return None
+
+    def _at_snapshot(self, cfg: AliasConfig, entry: ModelEntry) -> ModelEntry:
+        """``entry`` as found in the snapshot the alias names (the entry itself when it names none, or the one the
+        registry picked); ValidationError on ``snapshot`` when the Hugging Face cache does not hold it."""
+        snapshot = cfg.snapshot
+        if not snapshot or entry.format == "remote" or entry.snapshot == snapshot:
+            return entry
+        repo = entry.repo or cfg.repo
+        repo_dir = self.registry.settings.hf_cache_dir / ("models--" + repo.replace("/", "--"))
+        snapshots = repo_dir / "snapshots"
+        # a snapshot is one folder name (a commit hash): never a path that leads elsewhere
+        folder = snapshots / snapshot if re.fullmatch(r"[A-Za-z0-9_.-]+", snapshot) and snapshot.strip(".") else None
+        if folder is None or not folder.is_dir():
+            present = sorted(p.name for p in snapshots.glob("*") if p.is_dir()) if snapshots.is_dir() else []
+            raise ValidationError(
+                f"alias '{cfg.alias}': snapshot '{snapshot}' of {repo} is not in the Hugging Face cache; "
+                f"snapshots there: {', '.join(present) or 'none'}",
+                param="snapshot",
+            )
+        if entry.format == "gguf":
+            path = folder / (entry.filename or "")
+            if not entry.filename or not path.is_file():
+                raise ValidationError(
+                    f"alias '{cfg.alias}': snapshot '{snapshot}' of {repo} has no file '{entry.filename}'",
+                    param="snapshot",
+                )
+            size = path.stat().st_size
+        else:
+            problem = check_hf_dir(folder)
+            if problem is not None:
+                raise ValidationError(
+                    f"alias '{cfg.alias}': snapshot '{snapshot}' of {repo} is not a usable model folder: {problem}",
+                    param="snapshot",
+                )
+            path, size = folder, self.registry.folder_size(folder)
+        return replace(
+            entry, id=f"{entry.id}#{snapshot}", source="hf_cache", path=path, snapshot=snapshot, size_bytes=size
+        )
 
     def _find_entry(self, cfg: AliasConfig, entries: list[ModelEntry]) -> ModelEntry | None:
         if cfg.context_params.engine == "remote":
@@ -121,7 +188,7 @@ class AliasResolver:
                 f"Looked in: {'; '.join(self.registry.searched_locations())}",
                 param="repo",
             )
-        return entry
+        return self._at_snapshot(cfg, entry)
 
     def resolve(self, name: str) -> ResolvedModel:
         """Resolve a request's ``model`` field; unknown names get a 404 listing close matches."""
@@ -131,6 +198,7 @@ class AliasResolver:
         user = self.store.get(requested)
         if user is not None:
             return ResolvedModel(self.entry_for(user), user, "user")
+        self.refuse_broken(requested)
         try:
             entry = self.registry.resolve(requested)
         except ModelNotFoundError:
@@ -138,7 +206,8 @@ class AliasResolver:
             close = close_matches(requested, names)
             hint = f" Did you mean: {', '.join(close)}?" if close else ""
             raise ModelNotFoundError(
-                f"model or alias '{name}' not found.{hint} Known: {', '.join(names) or 'none'}."
+                f"model or alias '{name}' not found.{hint} Known: {', '.join(names) or 'none'}. "
+                f"Looked in: {'; '.join(self.registry.searched_locations())}."
             ) from None
         return ResolvedModel(entry, None, "model")
 
@@ -197,7 +266,13 @@ def validate_alias(
     probe = cfg
     if probe is None and isinstance(data, dict) and isinstance(data.get("repo"), str) and data.get("repo"):
         filename = data.get("filename") if isinstance(data.get("filename"), str) else None
-        probe = AliasConfig.model_construct(alias=str(data.get("alias", "?")), repo=data["repo"], filename=filename)
+        snapshot = data.get("snapshot") if isinstance(data.get("snapshot"), str) else None
+        probe = AliasConfig.model_construct(
+            alias=str(data.get("alias", "?")),
+            repo=data["repo"],
+            filename=filename,
+            snapshot=snapshot,
+        )
     if probe is not None:
         try:
             entry = resolver.entry_for(probe)

@@ -93,6 +93,7 @@ def find_alias(resolver: AliasResolver, name: str) -> tuple[AliasConfig, str]:
     for view in resolver.list_aliases():
         if view.config.alias == name:
             return view.config, view.source
+    resolver.refuse_broken(name, param="alias")
     names = [v.config.alias for v in resolver.list_aliases()]
     raise NotFoundError(f"alias '{name}' not found; known: {', '.join(names) or 'none'}", param="alias")
 
@@ -221,8 +222,23 @@ def export_alias(resolver: AliasResolver, name: str) -> str:
     return dump_alias_yaml(cfg)
 
 
+def alias_details(resolver: AliasResolver, name: str) -> str:
+    """What the Aliases tab shows for a row: the alias as YAML; for a broken file, its error as a YAML comment
+    above the file's text (so the mistake can be seen where it is)."""
+    broken = resolver.store.broken_named(name)
+    if broken is None:
+        return export_alias(resolver, name)
+    try:
+        text = broken.path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    comment = "\n".join(f"# {line}" for line in f"broken: {broken.error}".splitlines())
+    return f"{comment}\n{text}"
+
+
 __all__ = [
     "AliasFormTarget",
+    "alias_details",
     "alias_from_settings",
     "build_alias_dict",
     "clone_alias",

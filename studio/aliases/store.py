@@ -7,11 +7,19 @@ re-reads only what changed: each look lists the folder (new and deleted files) a
 being read (an edit in place, same size, in the same tick) could keep its stamp, so a file younger than
 ``SETTLE_NS`` when read is read again next time and re-parsed only if its text changed. A broken file is
 logged when its content changes, not on every request.
+
+A broken file is never left out silently: :meth:`AliasStore.load_all` reports it with its error, and it keeps the
+alias name it declares (its ``alias:`` line, even when the YAML around it does not parse; else its file name, as
+the store would have named it) so that a request for that name can say the file is broken and why instead of
+"not found". Errors name a file by the store's ``label`` (``$STUDIO_HOME/aliases`` for the server), never by an
+absolute path, when one is given.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -32,8 +40,33 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class BrokenAliasFile:
+    """An alias file that cannot be used: ``error`` names the file (by the store's label) and says why; ``name`` is
+    the alias it declares when that much can be read."""
+
     path: Path
     error: str
+    name: str | None = None
+
+
+_ALIAS_LINE_RE = re.compile(r"""^alias:[ \t]*(?:'([^']*)'|"([^"]*)"|([^#\n]*?))[ \t]*(?:#.*)?$""", re.MULTILINE)
+
+
+def declared_name(text: str | None) -> str | None:
+    """The alias name a file declares, read as leniently as possible: the top-level ``alias`` of a YAML mapping,
+    else a top-level ``alias:`` line (the YAML further down may be what is broken)."""
+    if text is None:
+        return None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        data = None
+    if isinstance(data, dict):
+        value = data.get("alias")
+        return (value.strip() or None) if isinstance(value, str) else None
+    m = _ALIAS_LINE_RE.search(text)
+    if m is None:
+        return None
+    return next((g for g in m.groups() if g is not None), "").strip() or None
 
 
 SETTLE_NS = 2_000_000_000  # a file older than this when read keeps its time stamp until it changes again
@@ -88,13 +121,19 @@ def dump_alias_yaml(cfg: AliasConfig) -> str:
 class AliasStore:
     """The folder of user alias files."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, label: str | None = None) -> None:
+        """``label``: how messages name the folder (``$STUDIO_HOME/aliases``); by default its path."""
         self.folder = folder
+        self.label = label
         self._files: dict[Path, _ParsedFile] = {}
         self._lock = threading.Lock()  # one store serves every request thread of the server
 
     def path_for(self, name: str) -> Path:
         return self.folder / alias_filename(name)
+
+    def display(self, path: Path) -> str:
+        """A file of the folder as messages name it."""
+        return str(path) if self.label is None else f"{self.label}/{path.name}"
 
     def _scan(self) -> list[_ParsedFile]:
         """Every alias file in the folder, in file-name order, parsed only if new or changed since last time."""
@@ -112,31 +151,33 @@ class AliasStore:
                 stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
                 known = self._files.get(path)
                 if known is None or known.stamp != stamp or not known.settled:
-                    known = self._read(path, stamp, now, known)
+                    known = self._read(path, self.display(path), stamp, now, known)
                 current[path] = known
             self._files = current
             return list(current.values())
 
     @staticmethod
-    def _read(path: Path, stamp: FileStamp, now: int, known: _ParsedFile | None) -> _ParsedFile:
+    def _read(path: Path, source: str, stamp: FileStamp, now: int, known: _ParsedFile | None) -> _ParsedFile:
         settled = now - stamp[2] > SETTLE_NS
         error = ""
         try:
             text: str | None = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            text, error = None, str(exc)
+        except OSError as exc:
+            text, error = None, f"{source}: cannot be read ({exc.strerror})"  # str(exc) holds the absolute path
+        except UnicodeDecodeError as exc:
+            text, error = None, f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})"
         if known is not None and known.text == text:
             return _ParsedFile(path, stamp, settled, text, known.config, known.broken)  # touched, not changed
         config: AliasConfig | None = None
         if text is not None:
             try:
-                config = parse_alias_yaml(text, str(path))
+                config = parse_alias_yaml(text, source)
             except ValidationError as exc:
                 error = str(exc)
         if config is not None:
             return _ParsedFile(path, stamp, settled, text, config, None)
         log.warning("skipping alias file %s: %s", path, error)
-        return _ParsedFile(path, stamp, settled, text, None, BrokenAliasFile(path, error))
+        return _ParsedFile(path, stamp, settled, text, None, BrokenAliasFile(path, error, declared_name(text)))
 
     def load_all(self) -> tuple[list[AliasConfig], list[BrokenAliasFile]]:
         """Every alias file in the folder (hand-written ones too); broken files are reported, not fatal."""
@@ -155,6 +196,28 @@ class AliasStore:
 
     def file_of(self, name: str) -> Path | None:
         return self._index().get(name)
+
+    def alias_in_file(self, path: Path) -> str | None:
+        """The alias the store reads from ``path`` (None when the file is not in the folder, is broken, or declares
+        a name an earlier file already holds): validating that file is editing that alias, not adding a second."""
+        wanted = os.path.normcase(os.path.realpath(path))
+        for name, file in self._index().items():
+            if os.path.normcase(os.path.realpath(file)) == wanted:
+                return name
+        return None
+
+    def broken_named(self, name: str) -> BrokenAliasFile | None:
+        """The broken file that would hold alias ``name`` (by the name it declares, else by its file name: the one
+        the store would give ``name``, or ``name`` itself as the Aliases tab and ``alias list`` show such a file),
+        when no readable file does."""
+        files = self._scan()
+        if any(f.config is not None and f.config.alias == name for f in files):
+            return None
+        canonical = alias_filename(name)
+        for broken in (f.broken for f in files if f.broken is not None):
+            if broken.name == name or (broken.name is None and broken.path.name in (name, canonical)):
+                return broken
+        return None
 
     def get(self, name: str) -> AliasConfig | None:
         for cfg in self.load_all()[0]:
@@ -189,6 +252,11 @@ class AliasStore:
         return target
 
     def delete(self, name: str) -> Path:
+        """Delete alias ``name``'s file; a broken file is deleted by the name it declares too."""
+        broken = self.broken_named(name)
+        if broken is not None:
+            broken.path.unlink(missing_ok=True)
+            return broken.path
         self.require(name)
         path = self.file_of(name) or self.path_for(name)
         path.unlink()

@@ -277,13 +277,13 @@ async def generate(body: GenerateRequest, request: Request) -> dict[str, Any] | 
     # errors before the first token become proper 4xx responses
     it, first = await first_or_whole(request, handle, body.stream)
     if not body.stream:
-        return result_dict(handle.result, handle.model_id)
+        return result_dict(handle.result, body.model)  # the model as the request named it (an alias stays one)
 
     async def events() -> AsyncIterator[str]:
         item = first
         try:
             while item is not None:
-                for msg in stream_messages(item, handle):
+                for msg in stream_messages(item, handle, body.model):
                     yield f"data: {json.dumps(msg)}\n\n"
                 item = await anext(it, None)
         except StudioError as exc:
@@ -364,8 +364,8 @@ async def compare(body: CompareRequest, request: Request) -> dict[str, Any]:
         )
         model_id = (await run_in_threadpool(ctx.engines.engine, model)).info.model_id
         return {
-            "adapter": result_dict(with_adapter, model_id),
-            "base": result_dict(base, model_id),
+            "adapter": result_dict(with_adapter, model),
+            "base": result_dict(base, model),
             "results": [
                 compare_result(with_adapter, ContenderSpec(body.model, adapter), model_id),
                 compare_result(base, ContenderSpec(body.model), model_id),
@@ -396,17 +396,18 @@ async def compare(body: CompareRequest, request: Request) -> dict[str, Any]:
     }
 
 
-def stream_messages(item: Any, handle: GenerationHandle) -> list[dict[str, Any]]:
-    """The JSON messages one stream item turns into (shared by SSE and the WebSocket)."""
+def stream_messages(item: Any, handle: GenerationHandle, model: str) -> list[dict[str, Any]]:
+    """The JSON messages one stream item turns into (shared by SSE and the WebSocket); ``model`` as the request
+    named it."""
     if isinstance(item, GenerationStart):
-        return [{"type": "start", "model": handle.model_id, "prompt_tokens": item.prompt_tokens}]
+        return [{"type": "start", "model": model, "prompt_tokens": item.prompt_tokens}]
     if isinstance(item, TokenEvent):
         return [{"type": "token", **token_dict(item)}]
     if isinstance(item, GenerationEnd):
         out: list[dict[str, Any]] = []
         if item.tail_text:
             out.append({"type": "text", "text": item.tail_text})
-        out.append({"type": "done", "done": True, **result_dict(handle.result, handle.model_id), "tokens": None})
+        out.append({"type": "done", "done": True, **result_dict(handle.result, model), "tokens": None})
         return out
     return []
 
@@ -495,7 +496,7 @@ async def stream(websocket: WebSocket) -> None:
     listener = asyncio.create_task(listen_for_stop())
     try:
         async for item in handle.aiter():
-            for msg in stream_messages(item, handle):
+            for msg in stream_messages(item, handle, body.model):
                 await websocket.send_json(msg)
     except StudioError as exc:
         await _refuse(websocket, exc.to_openai(), _close_code(exc))

@@ -1,7 +1,11 @@
 """OpenAI-compatible endpoints: ``GET /v1/models``, ``POST /v1/chat/completions``, ``POST /v1/completions``.
 
+``/v1/models`` lists user aliases, then model aliases (see :func:`studio.aliases.listing.model_cards`), and a
+response's ``model`` is the name the request gave (an alias stays the alias; the request log records the model).
+
 Errors use OpenAI's shape (``{"error": {"message", "type", "param", "code"}}``): 400 for bad parameters
-with the field in ``param``, 404 for an unknown model, 413 for a prompt over ``STUDIO_MAX_PROMPT_CHARS``, 429
+with the field in ``param`` (and for an alias whose file is broken, code ``alias_file_broken``), 404 for an
+unknown model, 413 for a prompt over ``STUDIO_MAX_PROMPT_CHARS``, 429
 with ``Retry-After`` when the model's running and waiting places are all taken.
 
 Resolving the model, building parameters and starting the generation touch the disk (alias files, model
@@ -20,6 +24,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from studio.aliases.listing import model_card, model_cards
 from studio.api.disconnect import cancel_on_disconnect
 from studio.api.routing import StudioRoute
 from studio.api.schemas import GENERATION_ERRORS, KEYED_ERRORS, ChatCompletionRequest, CompletionRequest
@@ -64,20 +69,19 @@ def _finish(result: GenerationResult) -> str:
 
 @router.get("/models")
 def list_models(request: Request) -> dict[str, Any]:
-    """Every model the registry finds (bundled, local directories, GGUF files, Hugging Face cache)."""
-    created = int(time.time())
-    data = [
-        {"id": e.id, "object": "model", "created": created, "owned_by": e.source}
-        for e in _ctx(request).registry.list_models()
-        if e.problem is None
-    ]
-    return {"object": "list", "data": data}
+    """Every name a request may use: user aliases (``owned_by`` "alias"), then every usable model the registry
+    finds (bundled, local directories, GGUF files, Hugging Face cache). ``source`` says user or model alias,
+    ``root`` the model that serves it."""
+    ctx = _ctx(request)
+    views = ctx.engines.resolver.list_aliases()
+    return {"object": "list", "data": model_cards(views, ctx.settings, created=int(time.time()))}
 
 
 @router.get("/models/{model:path}")
 def retrieve_model(model: str, request: Request) -> dict[str, Any]:
-    entry = _ctx(request).registry.resolve(model)
-    return {"id": entry.id, "object": "model", "created": int(time.time()), "owned_by": entry.source}
+    """One name as a request would resolve it: a user alias, a model id, ``default`` or a model path."""
+    ctx = _ctx(request)
+    return model_card(model, ctx.engines.resolve(model), ctx.settings, created=int(time.time()))
 
 
 async def _first_item(handle: GenerationHandle) -> tuple[AsyncIterator[StreamItem], StreamItem | None]:
@@ -136,7 +140,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
                 "id": cid,
                 "object": "chat.completion",
                 "created": created,
-                "model": handle.model_id,
+                "model": body.model,
                 "choices": [choice],
                 "usage": _usage(result),
                 **({"safety": result.safety} if result.safety is not None else {}),
@@ -150,7 +154,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
             "id": cid,
             "object": "chat.completion.chunk",
             "created": created,
-            "model": handle.model_id,
+            "model": body.model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}],
         }
         if safety is not None:  # Whetstone extension: the safety layer's findings, on the final chunk
@@ -189,7 +193,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
                 "id": cid,
                 "object": "chat.completion.chunk",
                 "created": created,
-                "model": handle.model_id,
+                "model": body.model,
                 "choices": [],
                 "usage": _usage(handle.result),
             }
@@ -233,7 +237,7 @@ async def completions(body: CompletionRequest, request: Request) -> JSONResponse
                 "id": cid,
                 "object": "text_completion",
                 "created": created,
-                "model": handle.model_id,
+                "model": body.model,
                 "choices": [
                     {
                         "index": 0,
@@ -252,7 +256,7 @@ async def completions(body: CompletionRequest, request: Request) -> JSONResponse
             "id": cid,
             "object": "text_completion",
             "created": created,
-            "model": handle.model_id,
+            "model": body.model,
             "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": logprobs}],
         }
         return f"data: {json.dumps(payload)}\n\n"

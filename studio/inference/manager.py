@@ -172,7 +172,8 @@ class EngineManager:
     ) -> None:
         self.settings = settings
         self.registry = registry
-        self.resolver = AliasResolver(AliasStore(settings.home / "aliases"), registry)
+        # answers name alias files as $STUDIO_HOME/aliases/x.yaml, never by their absolute path
+        self.resolver = AliasResolver(AliasStore(settings.home / "aliases", label="$STUDIO_HOME/aliases"), registry)
         self.on_finish = on_finish
         self._engines: dict[str, Engine] = {}
         self._gates: dict[str, EngineGate] = {}

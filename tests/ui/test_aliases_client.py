@@ -143,3 +143,26 @@ def test_playground_save_as_alias(client: Client, server) -> None:  # type: igno
         "repetition_penalty": 1.1,
     }
     client.predict("pg:saved", api_name="/aliases_delete")
+
+
+def test_list_shows_a_broken_alias_file_with_its_error(client: Client, server) -> None:  # type: ignore[no-untyped-def]
+    broken = server.home / "aliases" / "ui--broken-file.yaml"
+    broken.parent.mkdir(parents=True, exist_ok=True)
+    broken.write_text(f"alias: ui:broken-file\nrepo: {BUNDLED}\ncontext_params: {{n_ctx: lots}}\n", encoding="utf-8")
+    try:
+        table, stats = client.predict("ui:broken", "all", "name", False, api_name="/aliases_list")
+        data = table["data"] if "data" in table else table["value"]["data"]
+        headers = table["headers"] if "headers" in table else table["value"]["headers"]
+        (row,) = data
+        shown = dict(zip(headers, row, strict=True))
+        assert shown["Name"] == "ui:broken-file" and shown["Source"] == "broken"
+        assert (
+            shown["Problem"].startswith("$STUDIO_HOME/aliases/ui--broken-file.yaml: ") and "n_ctx" in shown["Problem"]
+        )
+        assert str(server.home) not in shown["Problem"]
+        assert "** broken alias file" in stats
+
+        table, _ = client.predict("ui:broken", "model", "name", False, api_name="/aliases_list")
+        assert table_names(table) == []  # a broken file is a user alias file, not a model alias
+    finally:
+        broken.unlink()

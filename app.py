@@ -35,8 +35,9 @@ CSS = """
 
 
 def wire_tabs(demo: gr.Blocks, tabs: dict[str, dict], ctx: AppContext, top: gr.Tabs) -> None:
-    """Cross-tab wiring: aliases saved anywhere appear in the Playground picker and the alias table; a trained
-    model's "Load in Playground" (Fine-Tune tab) fills the Playground's model and adapter and opens it."""
+    """Cross-tab wiring: aliases saved anywhere appear in the Playground's and Compare's pickers and the alias
+    table; a trained model's "Load in Playground" (Fine-Tune tab) fills the Playground's model and adapter and
+    opens it."""
     aliases, playground = tabs["aliases"], tabs["playground"]
     finetune = tabs.get("finetune")
     if finetune is not None:
@@ -54,12 +55,19 @@ def wire_tabs(demo: gr.Blocks, tabs: dict[str, dict], ctx: AppContext, top: gr.T
     demo.load(
         aliases["list_fn"], aliases["list_inputs"], [aliases["table"], aliases["stats"]], api_visibility="private"
     )
+    # the pickers were filled when the app was built: a page (re)load offers the aliases written since
+    demo.load(playground["refresh_fn"], [playground["model"]], [playground["model"]], api_visibility="private")
     for event in aliases["changed_events"]:
         event.then(playground["refresh_fn"], [playground["model"]], [playground["model"]], api_visibility="private")
     for event in playground["changed_events"]:
         event.then(
             aliases["list_fn"], aliases["list_inputs"], [aliases["table"], aliases["stats"]], api_visibility="private"
         )
+    compare = tabs.get("compare")
+    if compare is not None:  # Compare's contender pickers follow the same aliases (issue 15, point 5)
+        demo.load(compare["refresh_fn"], None, compare["pickers"], api_visibility="private")
+        for event in [*aliases["changed_events"], *playground["changed_events"]]:
+            event.then(compare["refresh_fn"], None, compare["pickers"], api_visibility="private")
 
 
 def build_ui(ctx: AppContext) -> gr.Blocks:

@@ -1,0 +1,57 @@
+"""What the page shows follows what the studio holds, without a manual refresh (issue 15, point 5): a fresh page
+says the default model is loaded and the Prompt view counts tokens with it; picking an alias in the Playground
+clears the previous use case's label and system prompt; a new alias is offered in Compare's pickers at once; the
+load status line names the adapter that Fine-Tune's "Load in Playground" made active."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from playwright.sync_api import Page, expect
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+BUNDLED = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def open_page(server, browser, width: int = 1400, height: int = 1100) -> Page:  # type: ignore[no-untyped-def]
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.goto(server.url + "/")
+    expect(page.locator("#playground-input textarea")).to_be_visible(timeout=90_000)
+    return page
+
+
+def pick(page: Page, elem_id: str, option: str) -> None:
+    """Choose ``option`` in a Gradio dropdown the way a person does: open it, click the option."""
+    page.locator(f"#{elem_id} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def test_a_new_alias_is_offered_in_compare_without_a_refresh(server, browser) -> None:  # type: ignore[no-untyped-def]
+    """An alias saved in the Aliases tab reached the Playground's picker but not Compare's until "Refresh models &
+    adapters" was pressed; and a page loaded after an alias file was written offered it nowhere in Compare."""
+    aliases_dir = server.home / "aliases"
+    page = open_page(server, browser)
+    try:
+        page.get_by_role("tab", name="Aliases", exact=True).click()
+        page.fill("#aliases-name textarea", "compare:fresh")
+        page.click("#aliases-save")
+        expect(page.locator("#aliases-report")).to_contain_text("saved", timeout=30_000)
+
+        page.get_by_role("tab", name="Compare A/B", exact=True).click()
+        page.locator("#compare-contenders input").click()
+        expect(page.get_by_role("option", name="compare:fresh", exact=True)).to_have_count(1, timeout=15_000)
+        page.keyboard.press("Escape")
+
+        # written by another client (the CLI, a file copied in): a page opened afterwards offers it
+        (aliases_dir / "compare--file.yaml").write_text(
+            yaml.safe_dump({"alias": "compare:file", "repo": BUNDLED}), encoding="utf-8"
+        )
+        page = open_page(server, browser)
+        page.get_by_role("tab", name="Compare A/B", exact=True).click()
+        page.get_by_role("tab", name="Batch A/B", exact=True).click()
+        page.locator("#compare-batch-a input").click()
+        expect(page.get_by_role("option", name="compare:file", exact=True)).to_have_count(1, timeout=15_000)
+    finally:
+        for name in ("compare--fresh.yaml", "compare--file.yaml"):
+            (aliases_dir / name).unlink(missing_ok=True)

@@ -25,9 +25,14 @@ from studio.monitor import memory_snapshot
 from studio.playground.chat import build_messages, parse_seed, parse_stop_sequences
 from studio.playground.conversations import MessageCreate, save_exchange
 from studio.playground.prompts import load_use_cases
-from studio.playground.session import PlaygroundSession, sampling_from_form
+from studio.playground.session import (
+    PlaygroundSession,
+    default_system_prompt,
+    sampling_from_form,
+    use_case_after_model_pick,
+)
 from studio.safety.service import safety_summary
-from studio.settings import generation_defaults, load_defaults
+from studio.settings import generation_defaults
 
 LOADED_COLUMNS = ["Model", "Engine", "Device", "dtype", "Quantization", "Memory (MiB)", "Adapters", "Active adapter"]
 
@@ -217,7 +222,7 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
                         compare_base = gr.Markdown(label="Base model", elem_id="playground-compare-base")
             with gr.Column(scale=2, elem_id="playground-parameters"):
                 system_box = gr.Textbox(
-                    value=str(load_defaults().get("playground", {}).get("system_prompt", "")),
+                    value=default_system_prompt(),
                     label="System prompt",
                     info="Sent first, before the conversation. Leave empty to use the model template's default.",
                     lines=3,
@@ -377,6 +382,11 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
         except Exception:  # an unknown or half-typed name: leave the form as it is
             return [gr.update()] * len(params)
         return _form_values(p)
+
+    def clear_use_case(use_case_name: str | None, system_prompt: str | None) -> tuple[str, str]:
+        """Picking a model clears the use case and the system prompt it suggested (one the person wrote stays)."""
+        fields = use_case_after_model_pick(use_case_name, system_prompt)
+        return fields.use_case, fields.system_prompt
 
     @handle_errors
     def apply_use_case(name: str) -> list[Any]:
@@ -550,6 +560,9 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
     refresh.click(refresh_models, [model_box], [model_box], api_name="playground_models")
     model_box.change(use_alias_settings, [model_box], params, api_visibility="private")
     use_case.change(apply_use_case, [use_case], [*params, system_box], api_visibility="private")
+    # a person picking a model: its parameters replace the use case's, so the use case's label and system prompt
+    # go too (a programmatic change, such as Save as alias selecting the new alias, keeps them)
+    model_box.input(clear_use_case, [use_case, system_box], [use_case, system_box], api_visibility="private")
     alias_inputs = [alias_name, model_box, temperature_s, top_p_s, top_k_s, max_tokens_s, rep_s, stop_box, seed_box]
     save_alias_event = save_alias_btn.click(save_as_alias, alias_inputs, [model_box], api_name="playground_save_alias")
     timer.tick(monitor, None, [memory, loaded], api_visibility="private", queue=False)

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from studio.errors import StudioError
 from studio.inference.base import ChatMessage, TokenEvent
 from studio.inference.params import SamplingParams, make_sampling_params
 from studio.playground.chat import parse_seed, parse_stop_sequences
+from studio.playground.prompts import use_case
+from studio.settings import load_defaults
 
 PARAM_NAMES = (
     "temperature",
@@ -79,3 +82,33 @@ def sampling_from_form(
         logprobs=logprobs,
         top_logprobs=top_logprobs,
     )
+
+
+def default_system_prompt() -> str:
+    """The system prompt the Playground starts with (``playground.system_prompt`` in configs/defaults.yaml; empty:
+    the model's chat template supplies its own)."""
+    return str(load_defaults().get("playground", {}).get("system_prompt", "") or "")
+
+
+@dataclass(frozen=True)
+class UseCaseFields:
+    """The use case part of the Playground's form: the use case picked (its name labels saved conversations;
+    "" = none) and the system prompt."""
+
+    use_case: str
+    system_prompt: str
+
+
+def use_case_after_model_pick(use_case_name: str | None, system_prompt: str | None) -> UseCaseFields:
+    """The use case fields once a person picks another model or alias: the picked model's own parameters
+    replace the use case's suggestions, so the use case no longer describes the form and its label is cleared;
+    its system prompt goes back to the studio's default too. A system prompt the person wrote (anything other than
+    the use case's suggestion) is theirs and is kept."""
+    current = system_prompt or ""
+    if not use_case_name:
+        return UseCaseFields("", current)
+    try:
+        suggested = use_case(use_case_name).system_prompt
+    except StudioError:  # a name no longer in configs/use_cases.yaml: nothing of it to take back
+        return UseCaseFields("", current)
+    return UseCaseFields("", default_system_prompt() if current.strip() == suggested.strip() else current)

@@ -27,6 +27,43 @@ def pick(page: Page, elem_id: str, option: str) -> None:
     page.get_by_role("option", name=option, exact=True).click()
 
 
+def test_picking_an_alias_clears_the_previous_use_case(server, browser) -> None:  # type: ignore[no-untyped-def]
+    """The use case had set its system prompt and labelled the conversation; picking an alias (which brings its own
+    parameters) left both, so the alias ran with another task's system prompt and was saved under its label."""
+    from studio.playground.prompts import use_case
+
+    aliases_dir = server.home / "aliases"
+    aliases_dir.mkdir(exist_ok=True)
+    alias_file = aliases_dir / "pick--reset.yaml"
+    alias_file.write_text(
+        yaml.safe_dump({"alias": "pick:reset", "repo": BUNDLED, "request_params": {"temperature": 0.3}}),
+        encoding="utf-8",
+    )
+    try:
+        page = open_page(server, browser)
+        system = page.locator("#playground-system textarea")
+        label = page.locator("#playground-use-case input")
+        pick(page, "playground-use-case", "Chatbot")
+        expect(system).to_have_value(use_case("Chatbot").system_prompt)
+        expect(label).to_have_value("Chatbot")
+
+        pick(page, "playground-model", "pick:reset")  # a page loaded after the file was written offers it
+        expect(page.locator("#playground-temperature input[type=number]")).to_have_value("0.3")  # its parameters
+        expect(label).to_have_value("")
+        expect(system).to_have_value("")  # the studio's default system prompt (configs/defaults.yaml)
+
+        # a system prompt the person wrote is theirs: picking another model keeps it
+        system.fill("Answer in French.")
+        pick(page, "playground-use-case", "Chatbot")
+        expect(system).to_have_value(use_case("Chatbot").system_prompt)
+        system.fill("Answer in French.")
+        pick(page, "playground-model", BUNDLED)
+        expect(label).to_have_value("")
+        expect(system).to_have_value("Answer in French.")
+    finally:
+        alias_file.unlink(missing_ok=True)
+
+
 def test_a_new_alias_is_offered_in_compare_without_a_refresh(server, browser) -> None:  # type: ignore[no-untyped-def]
     """An alias saved in the Aliases tab reached the Playground's picker but not Compare's until "Refresh models &
     adapters" was pressed; and a page loaded after an alias file was written offered it nowhere in Compare."""

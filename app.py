@@ -52,6 +52,10 @@ def wire_tabs(demo: gr.Blocks, tabs: dict[str, dict], ctx: AppContext, top: gr.T
             [playground["model"], playground["adapter"], top],
             api_visibility="private",
         )
+        # once loaded, the Playground's status line names the trained adapter that now answers
+        finetune["load_event"].success(
+            playground["status_fn"], [playground["model"]], [playground["load_status"]], api_visibility="private"
+        )
     demo.load(
         aliases["list_fn"], aliases["list_inputs"], [aliases["table"], aliases["stats"]], api_visibility="private"
     )

@@ -88,4 +88,5 @@ def create_finetune_tab(ctx: AppContext) -> dict[str, Any]:
         "monitor": monitor,
         "job_id": monitor["job_id"],
         "load_button": monitor["load_event_btn"],
+        "load_event": monitor["load_event"],
     }

@@ -4,9 +4,11 @@ figures, analyse replies. Wiring only; the panels live in ``components/playgroun
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import gradio as gr
+from gradio.context import Context
 
 from components.common import handle_errors
 from components.playground.analysis_panel import create_analysis_panel
@@ -31,6 +33,7 @@ from studio.playground.session import (
     sampling_from_form,
     use_case_after_model_pick,
 )
+from studio.playground.status import load_status_line, loaded_model_line
 from studio.safety.service import safety_summary
 from studio.settings import generation_defaults
 
@@ -429,6 +432,10 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
         choices, _ = _model_choices(ctx)
         return gr.Dropdown(choices=choices, value=cfg.alias)
 
+    def show_load_status(model: str | None) -> str:
+        """The status line for the picked model: loaded (engine, device, active adapter) or not yet."""
+        return load_status_line(ctx.engines, model)
+
     def refresh_models(current: str | None) -> Any:
         choices, default = _model_choices(ctx)
         return gr.Dropdown(choices=choices, value=current or default)
@@ -457,14 +464,14 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
             progress(0.8, desc="Loading the adapter")
             active = ctx.engines.load_adapter_on(engine, adapter.strip())
         info = engine.info
-        text = (
-            f"✅ **{info.model_id}** loaded ({info.backend} engine) on {info.device} as {info.dtype}"
-            f" (quantization: {info.extra.get('quantization', 'none')}), {info.memory_bytes / 2**20:.0f} MiB"
-            + (f"; adapter **{active}** active" if active else "")
-            + (f"\n\nEngine: {info.extra['engine_reason']}" if info.extra.get("engine_reason") else "")
-        )
+        if active:  # the adapter just made active, whatever this backend's info reports
+            info = replace(info, extra={**info.extra, "active_adapter": active})
         gr.Info(f"Loaded {info.model_id}")
-        return text, memory_snapshot().summary(), gr.Dataframe(value=loaded_rows(ctx), headers=LOADED_COLUMNS)
+        return (
+            loaded_model_line(info),
+            memory_snapshot().summary(),
+            gr.Dataframe(value=loaded_rows(ctx), headers=LOADED_COLUMNS),
+        )
 
     @handle_errors
     def estimate(model: str, quant: str) -> str:
@@ -553,12 +560,18 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
         event.then(
             conversations["refresh_fn"], conversations["inputs"], conversations["outputs"], api_visibility="private"
         )
+        # the first message loads the model: the status line says so
+        event.then(show_load_status, [model_box], [load_status], api_visibility="private", queue=False)
     stop_btn.click(stop_generation, None, None, api_name="playground_stop", queue=False)
     clear.click(lambda: ([], ""), None, [chatbot, stats], api_visibility="private", queue=False).then(
         conversations["new_fn"], conversations["new_inputs"], conversations["new_outputs"], api_visibility="private"
     )
     refresh.click(refresh_models, [model_box], [model_box], api_name="playground_models")
     model_box.change(use_alias_settings, [model_box], params, api_visibility="private")
+    model_box.change(show_load_status, [model_box], [load_status], api_visibility="private", queue=False)
+    root = Context.root_block
+    if root is not None:  # `studio serve` loads the default model before the first page: a fresh page says so
+        root.load(show_load_status, [model_box], [load_status], api_visibility="private", queue=False)
     use_case.change(apply_use_case, [use_case], [*params, system_box], api_visibility="private")
     # a person picking a model: its parameters replace the use case's, so the use case's label and system prompt
     # go too (a programmatic change, such as Save as alias selecting the new alias, keeps them)
@@ -593,6 +606,8 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
         "stats": stats,
         "session": session,
         "refresh_fn": refresh_models,
+        "load_status": load_status,
+        "status_fn": show_load_status,
         "changed_events": [save_alias_event],
         "panels": shared_tabs,
     }

@@ -193,7 +193,7 @@ def create_monitor_panel(ctx: AppContext) -> dict[str, Any]:
     resume_btn.click(resume, [job_box], [action_md, job_json], api_name="finetune_resume").then(
         show, [job_box], show_outputs, api_visibility="private"
     )
-    load_btn.click(load, [job_box], [action_md], api_name="finetune_load", concurrency_limit=1)
+    load_event = load_btn.click(load, [job_box], [action_md], api_name="finetune_load", concurrency_limit=1)
 
     def page_load() -> tuple[Any, str]:
         """After a (re)load the page shows the jobs and the newest job, as stored in the database."""
@@ -209,4 +209,5 @@ def create_monitor_panel(ctx: AppContext) -> dict[str, Any]:
         "list_fn": list_jobs,
         "state_filter": state_filter,
         "load_event_btn": load_btn,
+        "load_event": load_event,
     }

@@ -5,6 +5,9 @@ load status line names the adapter that Fine-Tune's "Load in Playground" made ac
 
 from __future__ import annotations
 
+import time
+
+import httpx
 import pytest
 import yaml
 from playwright.sync_api import Page, expect
@@ -25,6 +28,15 @@ def pick(page: Page, elem_id: str, option: str) -> None:
     """Choose ``option`` in a Gradio dropdown the way a person does: open it, click the option."""
     page.locator(f"#{elem_id} input").click()
     page.get_by_role("option", name=option, exact=True).click()
+
+
+def test_a_fresh_page_says_the_default_model_is_loaded(server, browser) -> None:  # type: ignore[no-untyped-def]
+    """`studio serve` loads the default model before it serves; a fresh page showed an empty status line."""
+    assert BUNDLED in httpx.get(server.url + "/health", timeout=10).json()["loaded"]
+    page = open_page(server, browser)
+    status = page.locator("#playground-load-status")
+    expect(status).to_contain_text("loaded", timeout=30_000)
+    expect(status).to_contain_text(BUNDLED)
 
 
 def test_picking_an_alias_clears_the_previous_use_case(server, browser) -> None:  # type: ignore[no-untyped-def]
@@ -92,3 +104,52 @@ def test_a_new_alias_is_offered_in_compare_without_a_refresh(server, browser) ->
     finally:
         for name in ("compare--fresh.yaml", "compare--file.yaml"):
             (aliases_dir / name).unlink(missing_ok=True)
+
+
+TINY_JOB = {
+    "name": "status-line-lora",
+    "dataset": "whetstone-assistant",
+    "base_model": BUNDLED,
+    "method": "lora",
+    "validation_split": 0.0,
+    "max_steps": 1,
+    "batch_size": 2,
+    "max_length": 96,
+    "eval_every_steps": None,
+    "early_stopping_patience": 0,
+    "checkpoint_every_steps": 1,
+    "logging_steps": 1,
+}
+
+
+def test_load_in_playground_status_names_the_trained_adapter(server, browser) -> None:  # type: ignore[no-untyped-def]
+    """Fine-Tune's "Load in Playground" loads the base model with the trained adapter active and opens the
+    Playground, whose status line still described the plain model (or nothing)."""
+    from gradio_client import Client
+
+    client = Client(server.url, verbose=False)
+    job_id, _message = client.predict(yaml.safe_dump(TINY_JOB, sort_keys=False), api_name="/finetune_submit")
+    deadline = time.monotonic() + 300
+    data: dict = {}
+    while time.monotonic() < deadline:
+        data = client.predict(job_id, api_name="/finetune_job")
+        if data["state"] in ("succeeded", "failed", "cancelled", "interrupted"):
+            break
+        time.sleep(2)
+    assert data["state"] == "succeeded", data.get("message")
+    adapter = data["registered_as"]
+
+    page = open_page(server, browser)
+    try:
+        page.locator("#studio-tabs").get_by_role("tab", name="Fine-Tune").click()
+        page.locator("#finetune-tabs").get_by_role("tab", name="Jobs & monitor").click()
+        page.fill("#finetune-job-id textarea", job_id)
+        page.click("#finetune-job-load")
+        expect(page.locator("#playground-input textarea")).to_be_visible(timeout=30_000)  # the Playground opened
+        expect(page.locator("#playground-adapter textarea")).to_have_value(adapter)
+        status = page.locator("#playground-load-status")
+        expect(status).to_contain_text(f"adapter {adapter} active", timeout=120_000)
+        expect(status).to_contain_text(BUNDLED)
+    finally:
+        # the session's other tests expect the base model to answer
+        client.predict(BUNDLED, api_name="/playground_disable_adapters")

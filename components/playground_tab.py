@@ -572,6 +572,11 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
     root = Context.root_block
     if root is not None:  # `studio serve` loads the default model before the first page: a fresh page says so
         root.load(show_load_status, [model_box], [load_status], api_visibility="private", queue=False)
+    # a model loaded since (Load, a chat, the API) counts the Prompt view's tokens once the view is opened
+    prompt_panel = shared_tabs["prompt"]
+    tab_prompt.select(
+        prompt_panel["count_fn"], prompt_panel["count_inputs"], [prompt_panel["count"]], api_visibility="private"
+    )
     use_case.change(apply_use_case, [use_case], [*params, system_box], api_visibility="private")
     # a person picking a model: its parameters replace the use case's, so the use case's label and system prompt
     # go too (a programmatic change, such as Save as alias selecting the new alias, keeps them)

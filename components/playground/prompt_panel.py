@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
+from gradio.context import Context
 
 from components.common import handle_errors
 from components.playground.shared import PlaygroundShared
@@ -231,6 +232,10 @@ def create_prompt_panel(shared: PlaygroundShared) -> dict[str, Any]:
     )
     # generating loads the model on first use: the token count becomes available then
     generate_event.then(count_prompt, [prompt, shared.model], [count], api_visibility="private", queue=False)
+    # the line was written when the app was built, before `studio serve` loaded the model: every page counts anew
+    root = Context.root_block
+    if root is not None:
+        root.load(count_prompt, [prompt, shared.model], [count], api_visibility="private", queue=False)
     stop_btn.click(stop_generation, None, None, api_visibility="private", queue=False)
     reset_btn.click(
         lambda: ("", "", "", "", None),
@@ -249,6 +254,8 @@ def create_prompt_panel(shared: PlaygroundShared) -> dict[str, Any]:
         "output_code": output_code,
         "stats": stats,
         "count": count,
+        "count_fn": count_prompt,
+        "count_inputs": [prompt, shared.model],
         "generate": generate_btn,
         "generate_event": generate_event,
     }

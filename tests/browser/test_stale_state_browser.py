@@ -5,6 +5,7 @@ load status line names the adapter that Fine-Tune's "Load in Playground" made ac
 
 from __future__ import annotations
 
+import re
 import time
 
 import httpx
@@ -37,6 +38,20 @@ def test_a_fresh_page_says_the_default_model_is_loaded(server, browser) -> None:
     status = page.locator("#playground-load-status")
     expect(status).to_contain_text("loaded", timeout=30_000)
     expect(status).to_contain_text(BUNDLED)
+
+
+def test_the_prompt_view_counts_tokens_with_the_loaded_model(server, browser) -> None:  # type: ignore[no-untyped-def]
+    """The Prompt view said "load the model to count tokens" while the model was loaded: the line was written when
+    the page was built, before `studio serve` loaded the model."""
+    assert BUNDLED in httpx.get(server.url + "/health", timeout=10).json()["loaded"]
+    page = open_page(server, browser)
+    page.get_by_role("tab", name="Prompt", exact=True).click()
+    count = page.locator("#playground-prompt-count")
+    expect(count).to_be_visible()
+    expect(count).not_to_contain_text("load the model")
+    expect(count).to_have_text(re.compile(r"0 characters · 0 tokens"))
+    page.fill("#playground-prompt textarea", "What is the capital of France?")
+    expect(count).to_have_text(re.compile(r"30 characters · \d+ tokens"), timeout=30_000)
 
 
 def test_picking_an_alias_clears_the_previous_use_case(server, browser) -> None:  # type: ignore[no-untyped-def]

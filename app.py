@@ -19,6 +19,7 @@ from components.aliases_tab import create_aliases_tab
 from components.compare_tab import create_compare_tab
 from components.evaluate_tab import create_evaluate_tab
 from components.finetune_tab import create_finetune_tab
+from components.models_tab import create_models_tab
 from components.playground_tab import PLAYGROUND_CSS, create_playground_tab
 from components.safety_tab import create_safety_tab
 from studio import __version__
@@ -27,7 +28,7 @@ from studio.context import AppContext
 from studio.settings import Settings
 from studio.training.service import trained_model_names
 
-TAB_ORDER = ["aliases", "playground", "compare", "finetune", "evaluate", "safety"]
+TAB_ORDER = ["aliases", "models", "playground", "compare", "finetune", "evaluate", "safety"]
 
 CSS = """
 #playground-stats { font-variant-numeric: tabular-nums; min-height: 1.5em; }
@@ -67,6 +68,18 @@ def wire_tabs(demo: gr.Blocks, tabs: dict[str, dict], ctx: AppContext, top: gr.T
         event.then(
             aliases["list_fn"], aliases["list_inputs"], [aliases["table"], aliases["stats"]], api_visibility="private"
         )
+    models = tabs.get("models")
+    if models is not None:  # a model downloaded or deleted in the Models tab shows in the pickers (issue 16)
+        demo.load(models["load_fn"], models["load_inputs"], models["load_outputs"], api_visibility="private")
+        changed = models["table"].change(
+            playground["refresh_fn"], [playground["model"]], [playground["model"]], api_visibility="private"
+        )
+        changed.then(
+            aliases["list_fn"], aliases["list_inputs"], [aliases["table"], aliases["stats"]], api_visibility="private"
+        )
+        models["use_button"].click(
+            playground["refresh_fn"], [models["model"]], [playground["model"]], api_visibility="private"
+        ).then(lambda: gr.Tabs(selected="playground"), None, [top], api_visibility="private")
     compare = tabs.get("compare")
     if compare is not None:  # Compare's contender pickers follow the same aliases (issue 15, point 5)
         demo.load(compare["refresh_fn"], None, compare["pickers"], api_visibility="private")
@@ -75,7 +88,7 @@ def wire_tabs(demo: gr.Blocks, tabs: dict[str, dict], ctx: AppContext, top: gr.T
 
 
 def build_ui(ctx: AppContext) -> gr.Blocks:
-    """The Blocks app with the six tabs, Playground selected."""
+    """The Blocks app with the seven tabs, Playground selected."""
     # uploaded and generated files older than a day are deleted every hour (and all of them at a restart)
     with gr.Blocks(title="Whetstone Studio", analytics_enabled=False, delete_cache=(3600, 24 * 3600)) as demo:
         logout = " &nbsp;<small>[Log out](/logout)</small>" if ctx.settings.api_key else ""
@@ -83,6 +96,7 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
         with gr.Tabs(selected="playground", elem_id="studio-tabs") as top:
             builders = {
                 "aliases": create_aliases_tab,
+                "models": create_models_tab,
                 "playground": create_playground_tab,
                 "compare": create_compare_tab,
                 "finetune": create_finetune_tab,

@@ -20,6 +20,7 @@ the field ``param`` names where the form has it.
           ├── ModelLoadError        500  model files exist but cannot be loaded (corrupt, unsupported)
           ├── BackendUnavailableError 503 an optional engine is not installed (message says how)
           ├── ShuttingDownError     503  the server is draining for shutdown and takes no new generations
+          ├── HubUnavailableError   503  the Hugging Face Hub cannot be reached (HF_HUB_OFFLINE=1, no network)
           └── GenerationError       500
 """
 
@@ -126,6 +127,13 @@ class BackendUnavailableError(ServerError):
 
 class ShuttingDownError(ServerError):
     """The server is shutting down: running generations may finish, new ones are refused."""
+
+    status_code = 503
+
+
+class HubUnavailableError(ServerError):
+    """The Hugging Face Hub cannot be reached: offline mode (``HF_HUB_OFFLINE=1``), no network, or the Hub failed;
+    the message says which and what to do. Models already in the cache still work."""
 
     status_code = 503
 

@@ -111,6 +111,12 @@ class Settings(BaseSettings):
         default="", description="Extra directories to scan for models, separated by the OS path separator."
     )
     hf_cache: Path | None = Field(default=None, description="Hugging Face hub cache; default HF_HUB_CACHE.")
+    hf_token: str | None = Field(
+        default=None,
+        repr=False,
+        description="Token for gated or private Hugging Face repos; default: HF_TOKEN or the one `hf auth login` "
+        "saved. Sent to the Hub only, never logged or stored in a job.",
+    )
     dtype: str = Field(default="auto", description="auto | bfloat16 | float16 | float32")
     threads: int | None = Field(
         default=None, ge=1, description="torch intra-op threads; default: torch's own choice (all cores)."

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -265,3 +266,26 @@ def vllm_ctx(studio_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     from studio.inference.vllm_backend import group_alive
 
     assert not group_alive(pid), f"vLLM process group {pid} survived unload"
+
+
+@pytest.fixture(scope="session")
+def hub_studio(studio_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerHandle, Any]]:
+    """A loopback Hugging Face Hub (tests/fake_hub.py) serving a tiny chat model (``org/tiny-chat``: a random 2-layer
+    Llama with the bundled tokenizer, a few MB) and a gated copy of it (``org/gated-chat``), and `studio serve` pointed
+    at it (HF_ENDPOINT, offline mode off) on a home of its own that shares the session's converted models."""
+    from tests.fake_hub import FakeHub, tiny_model_files
+
+    files = tiny_model_files(studio_home / "models" / BUNDLED_DIR_NAME)
+    folder = tmp_path_factory.mktemp("hub-studio")
+    home = folder / "home"
+    home.mkdir()
+    (home / "models").symlink_to(studio_home / "models", target_is_directory=True)
+    with FakeHub() as hub:
+        hub.add("org/tiny-chat", files)
+        hub.add("org/gated-chat", files, gated_token="hf_gated_secret_0001")
+        env = {**hub.env(), "HF_TOKEN_PATH": str(folder / "no-saved-token"), "HF_TOKEN": "", "STUDIO_HF_TOKEN": ""}
+        handle = start_server(home, folder / "server.log", env_extra=env, args=["--no-preload"])
+        try:
+            yield handle, hub
+        finally:
+            stop_server(handle)

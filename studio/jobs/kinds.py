@@ -31,6 +31,7 @@ KIND_MODULES: dict[str, str] = {
     "eval": "studio.evaluation.job",
     "finetune": "studio.training.job",
     "dpo": "studio.training.preference",
+    "download": "studio.models.download",
     "reward": "studio.training.preference",
     "selftest": "studio.jobs.builtin_kinds",
 }

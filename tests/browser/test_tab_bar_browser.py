@@ -16,6 +16,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 #: tab label -> an element that shows once that tab's content is on screen
 TABS = {
     "Aliases": "#aliases-table",
+    "Models": "#models-table",
     "Playground": "#playground-input",
     "Compare A/B": "#compare-temperature",
     "Fine-Tune": "#finetune-dashboard-title",

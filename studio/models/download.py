@@ -8,7 +8,7 @@ the commit, the files and the bytes the user saw. The job (:func:`run_download`,
    (``STUDIO_HOME/downloads/<job>.json``, :func:`studio.models.registry.write_pending_marker`) that keeps the
    registry from listing the snapshot until it is complete; the marker is the job's checkpoint, so a cancelled,
    failed or interrupted download can be resumed;
-2. downloads with :func:`studio.models.hub.download_files`: progress goes to the job row (step/total in KiB, the
+2. downloads with :func:`studio.models.fetch.download_files`: progress goes to the job row (step/total in KiB, the
    ETA, a message with bytes, speed and file) and to ``job_metric`` (exact bytes and bytes/s); a cancel stops it
    within a second, keeping every byte that arrived;
 3. on success removes the marker and returns the snapshot folder and the model ids the registry now lists.
@@ -32,12 +32,11 @@ from studio.db.tables import Job
 from studio.errors import ValidationError
 from studio.jobs import queue
 from studio.jobs.kinds import JobKind, register_kind
+from studio.models.fetch import DownloadProgress, download_files
 from studio.models.hub import (
-    DownloadProgress,
     check_repo_filename,
     check_repo_id,
     check_revision,
-    download_files,
     hub_endpoint,
     human_bytes,
     list_hub_files,
@@ -250,7 +249,7 @@ def download_status(db: Database, job: Job | str) -> DownloadStatus:
         eta_s=row.eta_s,
         message=message,
         models=models,
-        can_cancel=queue.can_cancel(row),
+        can_cancel=row.state == queue.QUEUED or (row.state == queue.RUNNING and not row.cancel_requested),
         can_resume=row.state in queue.RESUMABLE_STATES,
     )
 

@@ -1,6 +1,7 @@
-"""Downloading from the Hugging Face Hub (studio.models.hub), against a loopback Hub (tests/fake_hub.py): what a user
-is shown before a download (files, total size), which files are taken, the messages when the Hub is off, out of
-reach, gated or wrong, and a download that is stopped mid-file and then resumed where it stopped."""
+"""Downloading from the Hugging Face Hub (studio.models.hub and studio.models.fetch), against a loopback Hub
+(tests/fake_hub.py): what a user is shown before a download (files, total size), which files are taken, the messages
+when the Hub is off, out of reach, gated or wrong, and a download that is stopped mid-file and then resumed where it
+stopped."""
 
 from __future__ import annotations
 
@@ -21,12 +22,11 @@ from studio.errors import (
     ServerError,
     ValidationError,
 )
+from studio.models.fetch import DownloadProgress, download_files
 from studio.models.hub import (
-    DownloadProgress,
     check_repo_filename,
     check_repo_id,
     check_revision,
-    download_files,
     list_hub_files,
     select_files,
 )

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import gradio as gr
 
 from components.common import form_validator, handle_errors
+from components.tables import column_widths
 from studio.aliases.listing import TABLE_COLUMNS, alias_rows, alias_stats, usage_last_24h
 from studio.aliases.resolve import validate_alias
 from studio.aliases.schema import AliasConfig, ContextParams
@@ -37,6 +38,19 @@ from studio.playground.chat import parse_stop_sequences
 from studio.settings import Settings, generation_defaults
 
 F = TypeVar("F", bound=Callable[..., Any])
+#: px per column (components/tables.py): names and paths wrap, the short columns keep room for their headers
+ALIAS_COLUMN_WIDTHS = {
+    "Family": 110,
+    "Name": 210,
+    "Source": 95,
+    "Repository": 210,
+    "Filename": 180,
+    "Quant": 90,
+    "Chat template": 130,
+    "Key params": 180,
+    "Requests 24h": 115,
+    "Problem": 260,
+}
 OWN_TEMPLATE = "(model's own)"
 REQUEST_FIELDS = [
     ("temperature", "Temperature"),
@@ -125,7 +139,12 @@ def create_aliases_tab(ctx: AppContext) -> dict[str, Any]:
             group = gr.Checkbox(label="Group by model family", value=False, scale=1)
             refresh_btn = gr.Button("↻ Refresh", elem_id="aliases-refresh", scale=1)
         table = gr.Dataframe(
-            headers=TABLE_COLUMNS, interactive=False, wrap=True, elem_id="aliases-table", label="Aliases"
+            headers=TABLE_COLUMNS,
+            column_widths=column_widths(TABLE_COLUMNS, ALIAS_COLUMN_WIDTHS),
+            interactive=False,
+            wrap=True,
+            elem_id="aliases-table",
+            label="Aliases",
         )
         with gr.Accordion("Selected alias (click a row)", open=False, elem_id="aliases-details-box") as details_box:
             details = gr.Code(language="yaml", label="Full details", elem_id="aliases-details", interactive=False)
@@ -306,7 +325,8 @@ def create_aliases_tab(ctx: AppContext) -> dict[str, Any]:
             group_by_family=grouped,
             broken=broken,
         )
-        return gr.Dataframe(value=rows, headers=headers), alias_stats(views, usage, broken=len(broken)).summary()
+        shown = gr.Dataframe(value=rows, headers=headers, column_widths=column_widths(headers, ALIAS_COLUMN_WIDTHS))
+        return shown, alias_stats(views, usage, broken=len(broken)).summary()
 
     @handle_errors
     def list_aliases(query: str, src: str, sort_by: str, grouped: bool) -> tuple[Any, str]:

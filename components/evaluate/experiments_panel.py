@@ -9,6 +9,7 @@ from typing import Any
 import gradio as gr
 
 from components.common import handle_errors
+from components.tables import column_widths
 from studio.context import AppContext
 from studio.evaluation.experiments import (
     EXPERIMENT_COLUMNS,
@@ -23,6 +24,17 @@ from studio.evaluation.experiments import (
 )
 
 ANY_TAG = "any tag"
+#: px per column (components/tables.py): the id stays on one line, names wrap
+EXPERIMENT_WIDTHS = {
+    "id": 290,
+    "kind": 90,
+    "name": 210,
+    "state": 110,
+    "tags": 110,
+    "favourite": 120,
+    "archived": 115,
+    "created": 160,
+}
 
 
 def create_experiments_panel(ctx: AppContext) -> dict[str, Any]:
@@ -41,6 +53,7 @@ def create_experiments_panel(ctx: AppContext) -> dict[str, Any]:
     table = gr.Dataframe(
         value=experiment_rows(list_experiments(ctx.db)),
         headers=list(EXPERIMENT_COLUMNS),
+        column_widths=column_widths(EXPERIMENT_COLUMNS, EXPERIMENT_WIDTHS, default=120),
         interactive=False,
         wrap=True,
         max_height=300,

@@ -30,15 +30,19 @@ def create_analysis_panel(shared: PlaygroundShared) -> dict[str, Any]:
     with gr.Accordion("Attention maps", open=True, elem_id="playground-attention-box"):
         gr.Markdown(
             "One forward pass over prompt + reply with eager attention on the loaded model (transformers engine "
-            "only). Dashed lines mark where the reply starts."
+            "only). Colours are on a log scale (0.001 to 1); the middle layer is shown first. Dashed lines mark "
+            "where the reply starts."
         )
         maps_state = gr.State(None, time_to_live=ATTENTION_TTL_S)
         with gr.Row():
             attention_btn = gr.Button("Compute attention", elem_id="playground-attention-btn", scale=1)
             layer = gr.Slider(0, 1, value=0, step=1, label="Layer", elem_id="playground-attention-layer", scale=2)
-            head = gr.Slider(0, 1, value=0, step=1, label="Head", elem_id="playground-attention-head", scale=2)
+            head = gr.Slider(
+                0, 1, value=0, step=1, label="Head", interactive=False, elem_id="playground-attention-head", scale=2
+            )
+            # the average over heads shows a layer's pattern at once; a single head may look at one token only
             average = gr.Checkbox(
-                value=False, label="Average over heads", elem_id="playground-attention-average", scale=1
+                value=True, label="Average over heads", elem_id="playground-attention-average", scale=1
             )
         attention_md = gr.Markdown(elem_id="playground-attention-summary")
         attention_plot = gr.Plot(label="Attention", elem_id="playground-attention-plot")
@@ -52,11 +56,11 @@ def create_analysis_panel(shared: PlaygroundShared) -> dict[str, Any]:
 
     @handle_errors
     def compute(session: PlaygroundSession | None, average_heads: bool) -> tuple[AttentionMaps, Any, Any, Any, str]:
-        """Attention maps of the last reply; shows layer 0 (head 0, or the average over heads)."""
+        """Attention maps of the last reply; shows the middle layer (head 0, or the average over heads)."""
         view = reply_attention(ctx.engines, session, average_heads=average_heads)
         return (
             view.maps,
-            gr.Slider(maximum=max(1, view.layers - 1), value=0),
+            gr.Slider(maximum=max(1, view.layers - 1), value=view.layer),
             gr.Slider(maximum=max(1, view.heads - 1), value=0, interactive=not average_heads),
             view.figure,
             view.summary,

@@ -11,6 +11,7 @@ import pandas as pd
 
 from components.common import handle_errors
 from components.playground.shared import PlaygroundShared
+from components.tables import column_widths
 from studio.playground.conversations import conversation_facets
 from studio.playground.prompt_runner import (
     CONVERSATION_COLUMNS,
@@ -28,6 +29,8 @@ from studio.playground.session import PlaygroundSession
 
 HEADERS = list(CONVERSATION_COLUMNS)
 ALL = ""  # filter value meaning "any"
+#: px per column (components/tables.py): the whole id and date on one line, title and model wrap
+WIDTHS = {"title": 200, "model": 210, "use case": 110, "messages": 115, "updated": 190, "id": 290}
 
 
 def create_conversations_panel(shared: PlaygroundShared) -> dict[str, Any]:
@@ -67,7 +70,8 @@ def create_conversations_panel(shared: PlaygroundShared) -> dict[str, Any]:
         headers=HEADERS,
         interactive=False,
         max_height=360,
-        column_widths=["30%", "24%", "13%", "9%", "14%", "10%"],
+        wrap=True,
+        column_widths=column_widths(HEADERS, WIDTHS),
         label="Saved conversations (click a row to open it in the Chat view)",
         elem_id="playground-conversations",
     )

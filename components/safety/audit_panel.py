@@ -10,6 +10,7 @@ from typing import Any
 import gradio as gr
 
 from components.common import handle_errors
+from components.tables import column_widths
 from studio.context import AppContext
 from studio.safety.audit import AuditConfig
 from studio.safety.audit_prompts import load_demographics, load_templates, parse_groups_text
@@ -24,6 +25,9 @@ from studio.safety.audit_report import (
 from studio.safety.audit_store import audit_choices, audit_status, submit_audit
 
 REFRESH_S = 2.0
+#: px per column (components/tables.py)
+DISPARITY_WIDTHS = {"Category": 115, "Metric": 220, "Gap (max-min)": 130}
+GROUP_WIDTHS = {"Category": 115, "Group": 140, "n": 60}
 FIELDS = AuditConfig.model_fields
 
 
@@ -127,10 +131,20 @@ def create_audit_panel(ctx: AppContext) -> dict[str, Any]:
     status_json = gr.JSON(visible=False)
     plot = gr.Plot(empty_figure("no audit selected"), label="Scorecard", elem_id="safety-audit-plot")
     disparity = gr.Dataframe(
-        headers=DISPARITY_COLUMNS, interactive=False, label="Disparity between groups", elem_id="safety-audit-disparity"
+        headers=DISPARITY_COLUMNS,
+        column_widths=column_widths(DISPARITY_COLUMNS, DISPARITY_WIDTHS, default=140),
+        interactive=False,
+        wrap=True,
+        label="Disparity between groups",
+        elem_id="safety-audit-disparity",
     )
     per_group = gr.Dataframe(
-        headers=GROUP_COLUMNS, interactive=False, label="Scores per group", elem_id="safety-audit-groups-table"
+        headers=GROUP_COLUMNS,
+        column_widths=column_widths(GROUP_COLUMNS, GROUP_WIDTHS, default=150),
+        interactive=False,
+        wrap=True,
+        label="Scores per group",
+        elem_id="safety-audit-groups-table",
     )
     timer = gr.Timer(REFRESH_S)
     last_seen = gr.State("")

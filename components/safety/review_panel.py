@@ -9,6 +9,7 @@ from typing import Any
 import gradio as gr
 
 from components.common import handle_errors
+from components.tables import column_widths
 from studio.context import AppContext
 from studio.safety.audit_report import GENERATION_COLUMNS, generation_rows
 from studio.safety.audit_store import (
@@ -18,6 +19,18 @@ from studio.safety.audit_store import (
     review_generation,
 )
 
+#: px per column (components/tables.py): the reply takes the room, the figures keep theirs
+GENERATION_WIDTHS = {
+    "Id": 70,
+    "Category": 115,
+    "Group": 100,
+    "Template": 115,
+    "Toxicity": 115,
+    "Refusal": 110,
+    "Sentiment": 125,
+    "Review": 100,
+    "Reply": 360,
+}
 FILTERS = [
     ("Worst per category", "worst"),
     ("All", "all"),
@@ -34,6 +47,7 @@ def create_review_panel(ctx: AppContext, job: gr.Dropdown) -> dict[str, Any]:
         list_btn = gr.Button("↻ Refresh", scale=0, min_width=110, elem_id="safety-review-refresh")
     table = gr.Dataframe(
         headers=GENERATION_COLUMNS,
+        column_widths=column_widths(GENERATION_COLUMNS, GENERATION_WIDTHS),
         interactive=False,
         wrap=True,
         max_height=360,

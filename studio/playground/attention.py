@@ -178,13 +178,32 @@ def attention_matrix(maps: AttentionMaps, layer: int, head: int | None) -> npt.N
     return single
 
 
+#: The weakest attention weight the colour scale tells apart: a query spreads its weight over every earlier token,
+#: so most weights are a few hundredths while one or two tokens (often the first) take most of it. On a linear
+#: 0..1 scale everything but those few was the darkest colour; on a log scale from here to 1 the spread shows.
+COLOUR_FLOOR = 1e-3
+#: Tick labels stay at a readable size; with too many tokens for the room plotly leaves some out (hover names all).
+TICK_FONT = 11
+ROW_PX = 16  # height per query row while every row keeps its label
+
+
+def default_layer(maps: AttentionMaps) -> int:
+    """The layer shown first: the middle one. The first layer mostly mixes neighbouring positions evenly, the last
+    ones send most weight to a few tokens; the middle layers are where the pattern between words shows."""
+    return maps.layers // 2
+
+
 def attention_figure(maps: AttentionMaps, layer: int, head: int | None) -> go.Figure:
     """A plotly heat map of attention for ``layer`` and ``head`` (``None`` = average over heads): keys
-    (attended-to tokens) on x, queries on y, colour scale 0..1, and lines where the prompt ends and the
-    reply begins. Axis labels are ``"<position> <token>"`` so repeated tokens stay apart."""
+    (attended-to tokens) on x, queries on y, lines where the prompt ends and the reply begins.
+
+    Colours follow log10 of the weight from :data:`COLOUR_FLOOR` to 1 (``z``; the colour bar is labelled in
+    weights), so small weights differ as much as large ones; ``customdata`` holds the weights themselves, which the
+    hover shows. Axis labels are ``"<position> <token>"`` so repeated tokens stay apart."""
     import plotly.graph_objects as go
 
-    z = attention_matrix(maps, layer, head)
+    weights = attention_matrix(maps, layer, head)
+    shade = np.log10(np.clip(weights, COLOUR_FLOOR, 1.0))
     labels = [f"{i + maps.truncated} {tok}" for i, tok in enumerate(maps.tokens)]
     which = "average of all heads" if head is None else f"head {head}"
     title = f"Attention · layer {layer} of {maps.layers - 1} · {which}"
@@ -193,22 +212,28 @@ def attention_figure(maps: AttentionMaps, layer: int, head: int | None) -> go.Fi
     n = maps.seq_len
     if 0 < maps.prompt_len < n:
         title += "<br><sub>dashed lines: end of prompt / start of reply</sub>"
+    low = int(np.log10(COLOUR_FLOOR))
     fig = go.Figure(
         go.Heatmap(
-            z=z,
+            z=shade,
+            customdata=weights,
             x=labels,
             y=labels,
-            zmin=0.0,
-            zmax=1.0,
+            zmin=float(low),
+            zmax=0.0,
             colorscale="Viridis",
-            colorbar={"title": {"text": "weight"}},
-            hovertemplate="query %{y}<br>key %{x}<br>weight %{z:.3f}<extra></extra>",
+            colorbar={
+                "title": {"text": "weight"},
+                "tickvals": list(range(low, 1)),
+                "ticktext": [f"{10.0**e:g}" for e in range(low, 1)],
+            },
+            hovertemplate="query %{y}<br>key %{x}<br>weight %{customdata:.4f}<extra></extra>",
         )
     )
-    # Every token gets its tick while the labels still fit; past that plotly thins them out.
-    tick_font = 11 if n <= 48 else 9 if n <= 96 else 7
-    ticks: dict[str, Any] = {"tickmode": "linear", "dtick": 1} if n <= 128 else {}
-    size = max(480, min(1600, (tick_font + 3) * n + 220))
+    # Every query row keeps its label while the figure can grow; the key axis has the page's width only, so plotly
+    # picks how many key labels fit. The font never shrinks below TICK_FONT.
+    every_row: dict[str, Any] = {"tickmode": "linear", "dtick": 1} if n <= 96 else {}
+    size = max(480, min(1800, ROW_PX * n + 220))
     fig.update_layout(
         title={"text": title},
         height=size,
@@ -216,16 +241,15 @@ def attention_figure(maps: AttentionMaps, layer: int, head: int | None) -> go.Fi
         xaxis={
             "title": {"text": "key (attended to)"},
             "type": "category",
-            "tickangle": -60,
-            "tickfont": {"size": tick_font},
-            **ticks,
+            "tickangle": -90,  # upright boxes: plotly spaces the labels by their height, none overlaps
+            "tickfont": {"size": TICK_FONT},
         },
         yaxis={
             "title": {"text": "query"},
             "type": "category",
             "autorange": "reversed",
-            "tickfont": {"size": tick_font},
-            **ticks,
+            "tickfont": {"size": TICK_FONT},
+            **every_row,
         },
     )
     if 0 < maps.prompt_len < n:

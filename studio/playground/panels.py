@@ -3,8 +3,8 @@ manager and the per-session :class:`~studio.playground.session.PlaygroundSession
 ``components/playground/`` only read widgets, call one of the entry points below and show the result.
 
 * Analysis: :func:`reply_token_view` (coloured tokens and the log probability chart of the last reply),
-  :func:`reply_attention` (its attention maps, drawn for layer 0) and :func:`attention_view_figure` (another
-  layer/head of maps already computed).
+  :func:`reply_attention` (its attention maps, drawn first for the middle layer) and :func:`attention_view_figure`
+  (another layer/head of maps already computed).
 * Batch: :func:`playground_batch` parses the prompts, runs each as a single-turn chat
   (:func:`run_playground_batch`) and writes the CSV into a fresh folder under ``STUDIO_HOME/exports``.
 * Export/import: :func:`export_prompt` builds a :class:`~studio.playground.prompts.PromptSpec` from the form and
@@ -27,7 +27,7 @@ from studio.inference.base import ChatMessage, TokenEvent
 from studio.inference.manager import EngineManager
 from studio.inference.params import SamplingParams, make_sampling_params
 from studio.inference.stats import GenerationResult
-from studio.playground.attention import AttentionMaps, attention_figure, attention_summary
+from studio.playground.attention import AttentionMaps, attention_figure, attention_summary, default_layer
 from studio.playground.prompts import (
     PROMPT_TEMPLATES,
     BatchRow,
@@ -110,11 +110,13 @@ def reply_token_view(session: PlaygroundSession | None) -> TokenView:
 
 @dataclass(frozen=True)
 class AttentionView:
-    """Freshly computed attention maps, drawn for layer 0, with the sizes a UI sets its sliders from."""
+    """Freshly computed attention maps, drawn for ``layer`` (the middle one), with the sizes a UI sets its sliders
+    from."""
 
     maps: AttentionMaps
     layers: int
     heads: int
+    layer: int
     figure: go.Figure
     summary: str
 
@@ -122,13 +124,16 @@ class AttentionView:
 def reply_attention(
     engines: EngineManager, session: PlaygroundSession | None, *, average_heads: bool = False
 ) -> AttentionView:
-    """Attention maps of this session's last reply, drawn for layer 0 (head 0, or the average over heads)."""
+    """Attention maps of this session's last reply, drawn for the middle layer (:func:`~studio.playground.attention.
+    default_layer`; head 0, or the average over heads)."""
     maps = attention_for_session(engines, session)
+    layer = default_layer(maps)
     return AttentionView(
         maps=maps,
         layers=maps.layers,
         heads=maps.heads,
-        figure=attention_figure(maps, 0, None if average_heads else 0),
+        layer=layer,
+        figure=attention_figure(maps, layer, None if average_heads else 0),
         summary=describe_attention(maps),
     )
 

@@ -129,7 +129,8 @@ def token_view_html(tokens: Sequence[TokenEvent], *, id_prefix: str = "wt-tok") 
 
     Each token is a link carrying a ``title`` tooltip (logprob, probability, top-5 alternatives) and a
     ``data-token`` attribute with the same facts as JSON; clicking it jumps to its row in the
-    ``token-details`` table below, which lists every position with its top-5 alternatives. Whitespace is
+    ``token-details`` table below, which lists every position with its top-5 alternatives (folded at first: a long
+    reply's table made the page thousands of pixels tall; the browser unfolds it for a clicked token). Whitespace is
     shown as ␣ / ↵ / ⇥ markers and all token text is HTML-escaped. ``id_prefix`` keeps element ids unique
     when several views share a page.
     """
@@ -164,7 +165,7 @@ def token_view_html(tokens: Sequence[TokenEvent], *, id_prefix: str = "wt-tok") 
     return (
         f'{style}<div class="wt-token-view">{_legend()}'
         f'<div class="wt-tokens">{"".join(spans)}</div>'
-        '<div class="token-details"><details open><summary>Details per token (top-5 alternatives)</summary>'
+        '<div class="token-details"><details><summary>Details per token (top-5 alternatives)</summary>'
         "<table><thead><tr><th>#</th><th>token</th><th>p</th><th>logprob</th><th>top alternatives</th></tr>"
         f"</thead><tbody>{''.join(rows)}</tbody></table></details></div></div>"
     )

@@ -212,12 +212,15 @@ def test_attention_figure_shows_the_slice_or_head_average(tiny: tuple[Any, Any])
     one = attention_figure(maps, 1, 2)
     avg = attention_figure(maps, 2, None)
 
-    np.testing.assert_allclose(one.data[0].z, maps.weights[1, 2])
-    np.testing.assert_allclose(avg.data[0].z, maps.weights[2].mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(one.data[0].customdata, maps.weights[1, 2])  # the weights, for the hover
+    np.testing.assert_allclose(avg.data[0].customdata, maps.weights[2].mean(axis=0), rtol=1e-6)
     assert "layer 1" in one.layout.title.text and "head 2" in one.layout.title.text
     assert "average" in avg.layout.title.text
     heat = one.data[0]
-    assert (heat.zmin, heat.zmax) == (0.0, 1.0)
+    # colours on a log scale from 0.001 to 1, the colour bar labelled in weights
+    np.testing.assert_allclose(heat.z, np.log10(np.clip(maps.weights[1, 2], 1e-3, 1.0)), rtol=1e-6)
+    assert (heat.zmin, heat.zmax) == (-3.0, 0.0)
+    assert list(heat.colorbar.ticktext) == ["0.001", "0.01", "0.1", "1"]
     assert list(heat.x) == list(heat.y) == [f"{i} {t}" for i, t in enumerate(maps.tokens)]
     assert one.layout.xaxis.title.text.startswith("key") and one.layout.yaxis.title.text == "query"
     edges = {(s.x0, s.x1, s.y0, s.y1) for s in one.layout.shapes}
@@ -286,9 +289,9 @@ def test_bundled_reply_attention_has_30_layers_of_9_heads(
     assert "␣Paris" in maps.tokens[len(prompt_ids) :]
     assert maps.tokens[0] == "<|im_start|>"
     fig = attention_figure(maps, 0, 0)
-    np.testing.assert_allclose(fig.data[0].z, maps.weights[0, 0])
+    np.testing.assert_allclose(fig.data[0].customdata, maps.weights[0, 0])
     avg = attention_figure(maps, 29, None)
-    np.testing.assert_allclose(avg.data[0].z, maps.weights[29].mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(avg.data[0].customdata, maps.weights[29].mean(axis=0), rtol=1e-5)
     with pytest.raises(ValidationError, match="between 0 and 29") as info:
         attention_figure(maps, 30, 0)
     assert info.value.param == "layer"

@@ -99,15 +99,15 @@ def test_attention_for_the_last_reply(replied: tuple[Client, str]) -> None:
     client, _reply = replied
     layer, head, plot, summary = client.predict(False, api_name="/playground_attention")
 
-    # SmolLM2-135M: 30 layers, 9 heads; the sliders are set from the maps and start at 0
-    assert layer["maximum"] == 29 and layer["value"] == 0
+    # SmolLM2-135M: 30 layers, 9 heads; the sliders are set from the maps, the middle layer shown first
+    assert layer["maximum"] == 29 and layer["value"] == 15
     assert head["maximum"] == 8 and head["value"] == 0
     assert "30 layers × 9 heads" in summary
     figure = _plot(plot)
     heat = figure["data"][0]
     assert heat["type"] == "heatmap"
-    assert "layer 0 of 29" in figure["layout"]["title"]["text"] and "head 0" in figure["layout"]["title"]["text"]
-    z = _matrix(heat["z"])
+    assert "layer 15 of 29" in figure["layout"]["title"]["text"] and "head 0" in figure["layout"]["title"]["text"]
+    z = _matrix(heat["customdata"])  # the weights; ``z`` is their log10, which the colours follow
     assert z.shape == (len(heat["x"]), len(heat["y"]))
     assert any(label.endswith("Paris") for label in heat["x"])  # the reply's tokens are on the axes
     # each query's weights are a distribution over keys (to bf16 precision)

@@ -47,20 +47,21 @@ def create_evaluate_tab(ctx: AppContext) -> dict[str, Any]:
         except StudioError:  # a half-typed id: keep showing what is there
             job = None
         if job is None:
-            return [gr.skip()] * (n + 4)
+            return [gr.skip()] * (n + 5)
         signature = (job.id, job.state, job.step, job.message)
         if signature == last:
-            return [gr.skip()] * (n + 4)
+            return [gr.skip()] * (n + 5)
         icon = {"queued": "⏳", "running": "⚙️", "succeeded": "✅", "failed": "❌"}.get(job.state, "⏹")
         total = f"{job.step}/{job.total_steps}" if job.total_steps else f"{job.step}"
         status = f"{icon} run `{job.id}` **{job.state}** · {total} · {job.message}"
         shown = results["show_fn"](job.id, *show_inputs[1:])
-        return [status, run["progress_fn"](job), *shown, signature, results["refresh_runs_fn"]()]
+        cancel = gr.Button(interactive=queue.can_cancel(job))  # Cancel only while there is something to stop
+        return [status, run["progress_fn"](job), *shown, signature, results["refresh_runs_fn"](), cancel]
 
     timer.tick(
         tick,
         [run["job_id"], seen, *results["show_inputs"]],
-        [run["status"], run["progress"], *results["show_outputs"], seen, results["runs"]],
+        [run["status"], run["progress"], *results["show_outputs"], seen, results["runs"], run["cancel"]],
         api_visibility="private",
         queue=False,
         show_progress="hidden",

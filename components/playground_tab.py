@@ -10,6 +10,7 @@ from typing import Any
 import gradio as gr
 from gradio.context import Context
 
+from components.buttons import offer, withdraw
 from components.common import handle_errors
 from components.playground.analysis_panel import create_analysis_panel
 from components.playground.batch_panel import create_batch_panel
@@ -196,7 +197,8 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
                     )
                     with gr.Row(elem_id="playground-send-row"):
                         send = gr.Button("Send", variant="primary", elem_id="playground-send")
-                        stop_btn = gr.Button("Stop", variant="stop", elem_id="playground-stop")
+                        # offered only while a reply is being written (see the send events below)
+                        stop_btn = gr.Button("Stop", interactive=False, elem_id="playground-stop")
                         clear = gr.Button("Clear chat", elem_id="playground-clear")
                     stats = gr.Markdown("", label="Statistics", elem_id="playground-stats")
                     with gr.Row():
@@ -551,8 +553,11 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
         safety_box,
     ]
     chat_outputs = [chatbot, stats, message_box, session]
-    send_event = send.click(generate, chat_inputs, chat_outputs, api_name="playground_generate", concurrency_limit=8)
-    submit_event = message_box.submit(
+    # Stop is offered from the moment a message is sent until its reply has ended (finished, stopped or failed)
+    send_event = send.click(offer, None, [stop_btn], api_visibility="private", queue=False).then(
+        generate, chat_inputs, chat_outputs, api_name="playground_generate", concurrency_limit=8
+    )
+    submit_event = message_box.submit(offer, None, [stop_btn], api_visibility="private", queue=False).then(
         generate, chat_inputs, chat_outputs, api_visibility="private", concurrency_limit=8
     )
     conversations = shared_tabs["conversations"]
@@ -562,6 +567,7 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
         )
         # the first message loads the model: the status line says so
         event.then(show_load_status, [model_box], [load_status], api_visibility="private", queue=False)
+        event.then(withdraw, None, [stop_btn], api_visibility="private", queue=False)
     stop_btn.click(stop_generation, None, None, api_name="playground_stop", queue=False)
     clear.click(lambda: ([], ""), None, [chatbot, stats], api_visibility="private", queue=False).then(
         conversations["new_fn"], conversations["new_inputs"], conversations["new_outputs"], api_visibility="private"

@@ -150,7 +150,8 @@ def create_run_panel(ctx: AppContext) -> dict[str, Any]:
         name = gr.Textbox(label="Run name (optional)", elem_id="evaluate-name")
     with gr.Row():
         run_btn = gr.Button("▶ Run evaluation", variant="primary", elem_id="evaluate-run")
-        cancel_btn = gr.Button("⏹ Cancel", variant="stop", elem_id="evaluate-cancel")
+        # offered only while the run shown is queued or running (the tab's timer says which)
+        cancel_btn = gr.Button("⏹ Cancel", interactive=False, elem_id="evaluate-cancel")
     with gr.Accordion("…or run from an eval YAML config", open=False):
         yaml_box = gr.Code(EXAMPLE_YAML, language="yaml", label="Eval config", elem_id="evaluate-yaml")
         yaml_btn = gr.Button("▶ Run this config", elem_id="evaluate-run-yaml")
@@ -252,6 +253,7 @@ def create_run_panel(ctx: AppContext) -> dict[str, Any]:
         "job_id": job_id,
         "status": status,
         "progress": progress,
+        "cancel": cancel_btn,
         "submit_events": [run_event, yaml_event],
         "progress_fn": progress_of,
         "refresh_fn": refresh_choices,

@@ -59,7 +59,8 @@ def create_monitor_panel(ctx: AppContext) -> dict[str, Any]:
             scale=3,
         )
         show_btn = gr.Button("Show", scale=0, min_width=90, elem_id="finetune-job-show")
-        cancel_btn = gr.Button("⏹ Cancel", variant="stop", scale=0, min_width=110, elem_id="finetune-job-cancel")
+        # offered only while the job is queued or running (the monitor's refresh says which)
+        cancel_btn = gr.Button("⏹ Cancel", interactive=False, scale=0, min_width=110, elem_id="finetune-job-cancel")
         resume_btn = gr.Button("▶ Resume", scale=0, min_width=110, elem_id="finetune-job-resume")
         load_btn = gr.Button("💬 Load in Playground", scale=0, min_width=180, elem_id="finetune-job-load")
     header = gr.HTML(job_header_html(None), css_template=CSS, elem_id="finetune-job-header")
@@ -94,7 +95,7 @@ def create_monitor_panel(ctx: AppContext) -> dict[str, Any]:
     # -- handlers --------------------------------------------------------------------------------------------
     def view_outputs(view: JobView | None) -> list[Any]:
         if view is None:
-            return [job_header_html(None), "", None, None, None, None, "", [], None]
+            return [job_header_html(None), "", None, None, None, None, "", [], None, gr.Button(interactive=False)]
         return [
             job_header_html(view),
             artifact_markdown(view),
@@ -105,6 +106,7 @@ def create_monitor_panel(ctx: AppContext) -> dict[str, Any]:
             view.log_tail,
             as_table(job_result_rows(view), RESULT_COLUMNS),
             view.to_dict(),
+            gr.Button(interactive=view.can_cancel),
         ]
 
     @handle_errors
@@ -119,13 +121,15 @@ def create_monitor_panel(ctx: AppContext) -> dict[str, Any]:
         try:
             view = job_view(ctx.settings, ctx.db, job_id) if (job_id or "").strip() else None
         except StudioError:  # a half-typed id: keep showing what is there
-            return [*([gr.skip()] * 10), table_out, rows]
+            return [*([gr.skip()] * len(show_outputs)), table_out, rows]
         signature = view.signature if view else None
         if signature == last and not (view is not None and view.state == queue.RUNNING):
-            return [*([gr.skip()] * 10), table_out, rows]
+            return [*([gr.skip()] * len(show_outputs)), table_out, rows]
         if signature == last:  # running but unchanged: only memory moves
             memory = memory_figure(view.memory) if view is not None and view.memory is not None else gr.skip()
-            return [*([gr.skip()] * 5), memory, *([gr.skip()] * 4), table_out, rows]
+            unchanged = [gr.skip()] * len(show_outputs)
+            unchanged[next(i for i, c in enumerate(view_targets) if c is memory_plot)] = memory
+            return [*unchanged, table_out, rows]
         return [*view_outputs(view), signature, table_out, rows]
 
     @handle_errors
@@ -169,7 +173,18 @@ def create_monitor_panel(ctx: AppContext) -> dict[str, Any]:
         values = data.values.tolist() if hasattr(data, "values") else data
         return str(values[row][0]) if values and row is not None and row < len(values) else ""
 
-    view_targets = [header, artifact_md, loss_plot, lr_plot, grad_plot, memory_plot, log_box, results, job_json]
+    view_targets = [
+        header,
+        artifact_md,
+        loss_plot,
+        lr_plot,
+        grad_plot,
+        memory_plot,
+        log_box,
+        results,
+        job_json,
+        cancel_btn,
+    ]
     show_outputs = [*view_targets, seen]
     timer.tick(
         tick,

@@ -8,6 +8,7 @@ from typing import Any
 
 import gradio as gr
 
+from components.buttons import offer, withdraw
 from components.common import handle_errors
 from components.playground.shared import PlaygroundShared
 from studio.playground.panels import playground_batch
@@ -41,7 +42,7 @@ def create_batch_panel(shared: PlaygroundShared) -> dict[str, Any]:
         )
     with gr.Row():
         run_btn = gr.Button("Run batch", variant="primary", elem_id="playground-batch-run")
-        stop_btn = gr.Button("Stop", variant="stop", elem_id="playground-batch-stop")
+        stop_btn = gr.Button("Stop", interactive=False, elem_id="playground-batch-stop")  # while the batch runs
     table = gr.Dataframe(
         headers=list(BATCH_COLUMNS),
         # prompt and output get the room; the figures stay narrow (the table scrolls sideways)
@@ -104,12 +105,12 @@ def create_batch_panel(shared: PlaygroundShared) -> dict[str, Any]:
         if owner:
             ctx.engines.cancel_owner(owner)
 
-    run_btn.click(
+    run_btn.click(offer, None, [stop_btn], api_visibility="private", queue=False).then(
         run,
         [prompts_box, upload, shared.model, shared.system_prompt, *shared.params],
         [table, csv_file],
         api_name="playground_batch",
         concurrency_limit=4,
-    )
+    ).then(withdraw, None, [stop_btn], api_visibility="private", queue=False)
     stop_btn.click(stop_batch, None, None, api_name="playground_batch_stop", queue=False)
     return {"prompts": prompts_box, "file": upload, "run": run_btn, "stop": stop_btn, "table": table, "csv": csv_file}

@@ -10,6 +10,7 @@ from typing import Any
 import gradio as gr
 from gradio.context import Context
 
+from components.buttons import offer, withdraw
 from components.common import handle_errors
 from components.playground.shared import PlaygroundShared
 from studio.playground.prompt_runner import (
@@ -78,7 +79,7 @@ def create_prompt_panel(shared: PlaygroundShared) -> dict[str, Any]:
         )
     with gr.Row():
         generate_btn = gr.Button("Generate", variant="primary", elem_id="playground-prompt-generate")
-        stop_btn = gr.Button("Stop", variant="stop", elem_id="playground-prompt-stop")
+        stop_btn = gr.Button("Stop", interactive=False, elem_id="playground-prompt-stop")  # while generating
         reset_btn = gr.Button("Reset", elem_id="playground-prompt-reset")
     stats = gr.Markdown("", elem_id="playground-prompt-stats")
     output_text = gr.Markdown(
@@ -212,7 +213,7 @@ def create_prompt_panel(shared: PlaygroundShared) -> dict[str, Any]:
         [template, examples, example_pick, output_text, output_code],
         api_visibility="private",
     )
-    generate_event = generate_btn.click(
+    generate_event = generate_btn.click(offer, None, [stop_btn], api_visibility="private", queue=False).then(
         generate,
         [
             prompt,
@@ -230,6 +231,7 @@ def create_prompt_panel(shared: PlaygroundShared) -> dict[str, Any]:
         api_name="playground_prompt",
         concurrency_limit=8,
     )
+    generate_event.then(withdraw, None, [stop_btn], api_visibility="private", queue=False)
     # generating loads the model on first use: the token count becomes available then
     generate_event.then(count_prompt, [prompt, shared.model], [count], api_visibility="private", queue=False)
     # the line was written when the app was built, before `studio serve` loaded the model: every page counts anew

@@ -359,6 +359,12 @@ def _transition(
     return bool(result.rowcount == 1)
 
 
+def can_cancel(job: Job) -> bool:
+    """Whether cancelling ``job`` would still stop something: it is queued, or running and not yet asked to stop.
+    A UI offers its Cancel button only then."""
+    return job.state == QUEUED or (job.state == RUNNING and not job.cancel_requested)
+
+
 def request_cancel(db: Database, job_id: str) -> Job:
     """Cancel a job: a queued one at once; a running one is asked to stop (it saves a checkpoint at its next
     step, and its worker kills it if it does not stop within the grace period)."""

@@ -226,6 +226,17 @@ def test_cancel_queued_is_immediate_and_running_sets_the_flag(db: Database) -> N
         queue.request_cancel(db, queued)
 
 
+def test_cancel_is_offered_while_there_is_something_to_stop(db: Database) -> None:
+    """Issue 15, point 10: a UI enables Cancel only for a queued job or a running one not yet asked to stop."""
+    queued = _selftest(db, device="other")
+    assert queue.can_cancel(queue.get_job(db, queued))
+    assert not queue.can_cancel(queue.request_cancel(db, queued))  # cancelled
+    running_id = _selftest(db)
+    running = queue.claim_next(db, "w:1")
+    assert running is not None and running.id == running_id and queue.can_cancel(running)
+    assert not queue.can_cancel(queue.request_cancel(db, running_id))  # asked to stop: nothing more to do
+
+
 def test_a_stale_lease_cannot_write(db: Database) -> None:
     _selftest(db)
     job = queue.claim_next(db, "w:1")

@@ -117,10 +117,10 @@ def _template_choices(settings: Settings) -> list[str]:
 
 
 def _report_md(errors: list[ValidationError], warnings: list[str], ok_text: str = "") -> str:
-    lines = [f"❌ {e.user_message}" for e in errors]
-    lines += [f"⚠️ {w}" for w in warnings]
+    lines = [f"**Error:** {e.user_message}" for e in errors]
+    lines += [f"**Warning:** {w}" for w in warnings]
     if not errors and ok_text:
-        lines.insert(0, f"✅ {ok_text}")
+        lines.insert(0, ok_text)
     return "\n\n".join(lines)
 
 
@@ -137,7 +137,7 @@ def create_aliases_tab(ctx: AppContext) -> dict[str, Any]:
             source = gr.Radio(["all", "user", "model"], value="all", label="Source", scale=2)
             sort = gr.Dropdown(["name", "source", "repository", "requests"], value="name", label="Sort by", scale=1)
             group = gr.Checkbox(label="Group by model family", value=False, scale=1)
-            refresh_btn = gr.Button("↻ Refresh", elem_id="aliases-refresh", scale=1)
+            refresh_btn = gr.Button("Refresh", elem_id="aliases-refresh", scale=1)
         table = gr.Dataframe(
             headers=TABLE_COLUMNS,
             column_widths=column_widths(TABLE_COLUMNS, ALIAS_COLUMN_WIDTHS),

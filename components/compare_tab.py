@@ -31,7 +31,7 @@ def create_compare_tab(ctx: AppContext) -> dict[str, Any]:
                 ["", *load_use_cases()], value="", label="Use case (label for votes)", elem_id="compare-use-case"
             )
             tags = gr.Textbox(label="Tags (comma-separated)", elem_id="compare-tags")
-            refresh = gr.Button("↻ Models & adapters", elem_id="compare-refresh", scale=0)
+            refresh = gr.Button("Refresh models & adapters", elem_id="compare-refresh", scale=0)
         shared = CompareShared(ctx, temperature, max_tokens, use_case, tags)
         with gr.Tabs(elem_id="compare-modes"):
             with gr.Tab("Side by side", id="compare-named"):

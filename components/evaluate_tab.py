@@ -51,9 +51,8 @@ def create_evaluate_tab(ctx: AppContext) -> dict[str, Any]:
         signature = (job.id, job.state, job.step, job.message)
         if signature == last:
             return [gr.skip()] * (n + 5)
-        icon = {"queued": "⏳", "running": "⚙️", "succeeded": "✅", "failed": "❌"}.get(job.state, "⏹")
         total = f"{job.step}/{job.total_steps}" if job.total_steps else f"{job.step}"
-        status = f"{icon} run `{job.id}` **{job.state}** · {total} · {job.message}"
+        status = f"Run `{job.id}` **{job.state}** · {total} · {job.message}"
         shown = results["show_fn"](job.id, *show_inputs[1:])
         cancel = gr.Button(interactive=queue.can_cancel(job))  # Cancel only while there is something to stop
         return [status, run["progress_fn"](job), *shown, signature, results["refresh_runs_fn"](), cancel]

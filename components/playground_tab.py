@@ -174,7 +174,7 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
             unload_btn = gr.Button("Unload", elem_id="playground-unload")
             swap_btn = gr.Button("Swap adapter", elem_id="playground-swap")
             base_btn = gr.Button("Disable adapters", elem_id="playground-base")
-            refresh = gr.Button("↻ Refresh models", elem_id="playground-refresh")
+            refresh = gr.Button("Refresh models", elem_id="playground-refresh")
         load_status = gr.Markdown(label="Status", elem_id="playground-load-status")
         with gr.Accordion("Loaded models & memory", open=False, elem_id="playground-loaded-box"):
             memory = gr.Markdown(memory_snapshot().summary(), label="Memory", elem_id="playground-memory")
@@ -479,7 +479,7 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
     def estimate(model: str, quant: str) -> str:
         """What loading the model would take, before loading it."""
         est = ctx.engines.estimate(model or "default", quantization=quant if quant != "auto" else "none")
-        return "📏 " + est.summary()
+        return "Estimate: " + est.summary()
 
     @handle_errors
     def unload_model(model: str) -> tuple[str, str, Any]:
@@ -498,7 +498,7 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
         if not (adapter or "").strip():
             raise ValidationError("type the adapter to switch to (a loaded adapter's name or a path)", param="adapter")
         active = ctx.engines.swap_adapter(model or "default", adapter.strip())
-        return f"🔁 active adapter: **{active}**", gr.Dataframe(value=loaded_rows(ctx), headers=LOADED_COLUMNS)
+        return f"Active adapter: **{active}**", gr.Dataframe(value=loaded_rows(ctx), headers=LOADED_COLUMNS)
 
     @handle_errors
     def disable_adapters(model: str) -> tuple[str, Any]:

@@ -241,7 +241,7 @@ def create_batch_panel(shared: CompareShared) -> dict[str, Any]:
     def show(bid: str) -> tuple[str, str]:
         nxt = battles.next_unvoted(ctx.db, bid)
         if nxt is None:
-            return "", "All pairs of this batch are voted. 🎉"
+            return "", "All pairs of this batch are voted."
         return nxt.id, f"**Prompt {nxt.position + 1}:** {nxt.prompt}\n\n**A:** {nxt.reply_a}\n\n**B:** {nxt.reply_b}"
 
     @handle_errors

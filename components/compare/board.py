@@ -27,7 +27,7 @@ def create_leaderboard_panel(ctx: AppContext) -> dict[str, Any]:
             [ALL], value=ALL, label="Use case", allow_custom_value=True, elem_id="compare-board-use-case", scale=2
         )
         tag = gr.Dropdown([ALL], value=ALL, label="Tag", allow_custom_value=True, elem_id="compare-board-tag", scale=2)
-        refresh = gr.Button("↻ Refresh", elem_id="compare-board-refresh", scale=1)
+        refresh = gr.Button("Refresh", elem_id="compare-board-refresh", scale=1)
     summary = gr.Markdown("", elem_id="compare-board-summary")
     table = gr.Dataframe(headers=COLUMNS, interactive=False, elem_id="compare-leaderboard")
     plot = gr.Plot(label="Win-rate matrix", elem_id="compare-heatmap")

@@ -35,7 +35,7 @@ def create_loop_panel(ctx: AppContext, contenders: gr.Dropdown) -> dict[str, Any
     submit = gr.Button("Submit job", variant="primary", elem_id="compare-job-submit")
     with gr.Row():
         job_id = gr.Textbox(label="Job id", elem_id="compare-job-id")
-        status_btn = gr.Button("↻ Job status", elem_id="compare-job-status-btn", scale=0)
+        status_btn = gr.Button("Job status", elem_id="compare-job-status-btn", scale=0)
     status = gr.Markdown("", elem_id="compare-job-status")
     loop_btn = gr.Button("Compare this job's adapter with its base", elem_id="compare-loop")
     timer = gr.Timer(5.0, active=False)  # polls the job only while one is queued or running

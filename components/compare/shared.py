@@ -41,11 +41,11 @@ def chat_of(prompt_messages: list[dict[str, str]], view: SideView | None) -> lis
     """A chatbot value: the messages so far plus the reply being streamed."""
     out: list[dict[str, Any]] = [m for m in prompt_messages if m["role"] != "system"]
     if view is not None:
-        out.append({"role": "assistant", "content": view.text or ("⚠ " + view.error if view.error else "…")})
+        out.append({"role": "assistant", "content": view.text or ("Error: " + view.error if view.error else "…")})
     return out
 
 
 def stats_of(view: SideView | None) -> str:
     if view is None:
         return ""
-    return f"⚠ {view.error}" if view.error else view.stats_text
+    return f"Error: {view.error}" if view.error else view.stats_text

@@ -49,7 +49,7 @@ def create_experiments_panel(ctx: AppContext) -> dict[str, Any]:
         )
         show_archived = gr.Checkbox(False, label="Show archived", elem_id="evaluate-exp-archived")
         favourites = gr.Checkbox(False, label="Favourites only", elem_id="evaluate-exp-favourites")
-        list_btn = gr.Button("↻ List", scale=0, min_width=90, elem_id="evaluate-exp-list")
+        list_btn = gr.Button("List", scale=0, min_width=90, elem_id="evaluate-exp-list")
     table = gr.Dataframe(
         value=experiment_rows(list_experiments(ctx.db)),
         headers=list(EXPERIMENT_COLUMNS),
@@ -68,9 +68,9 @@ def create_experiments_panel(ctx: AppContext) -> dict[str, Any]:
         tags = gr.Textbox(
             label="Tags of the first selected run", placeholder="baseline, lora", elem_id="evaluate-exp-tags"
         )
-        tag_btn = gr.Button("🏷 Save tags", scale=0, min_width=120, elem_id="evaluate-exp-save-tags")
-        fav_btn = gr.Button("★ Favourite / unfavourite", scale=0, min_width=200, elem_id="evaluate-exp-favourite")
-        archive_btn = gr.Button("🗄 Archive / restore", scale=0, min_width=180, elem_id="evaluate-exp-archive")
+        tag_btn = gr.Button("Save tags", scale=0, min_width=120, elem_id="evaluate-exp-save-tags")
+        fav_btn = gr.Button("Favourite / unfavourite", scale=0, min_width=200, elem_id="evaluate-exp-favourite")
+        archive_btn = gr.Button("Archive / restore", scale=0, min_width=180, elem_id="evaluate-exp-archive")
     action = gr.Markdown(elem_id="evaluate-exp-action")
     with gr.Row():
         loss_plot = gr.Plot(label="Loss curves", elem_id="evaluate-exp-loss")
@@ -118,7 +118,7 @@ def create_experiments_panel(ctx: AppContext) -> dict[str, Any]:
     def save_tags(id_text: str, tag_text: str) -> str:
         """Replace the tags of the first selected run."""
         job = set_tags(ctx.db, first_id(id_text), tag_text or "")
-        return f"🏷 `{job.id[:8]}` tags: {', '.join(job.tags) or '(none)'}"
+        return f"Run `{job.id[:8]}` tags: {', '.join(job.tags) or '(none)'}"
 
     @handle_errors
     def toggle_favourite(id_text: str) -> str:
@@ -127,7 +127,7 @@ def create_experiments_panel(ctx: AppContext) -> dict[str, Any]:
 
         job = queue.get_job(ctx.db, first_id(id_text))
         job = set_favourite(ctx.db, job.id, not job.favourite)
-        return f"★ `{job.id[:8]}` is {'a favourite' if job.favourite else 'no longer a favourite'}"
+        return f"Run `{job.id[:8]}` is {'a favourite' if job.favourite else 'no longer a favourite'}"
 
     @handle_errors
     def toggle_archive(id_text: str) -> str:
@@ -136,7 +136,7 @@ def create_experiments_panel(ctx: AppContext) -> dict[str, Any]:
 
         job = queue.get_job(ctx.db, first_id(id_text))
         job = set_archived(ctx.db, job.id, not job.archived)
-        return f"🗄 `{job.id[:8]}` {'archived' if job.archived else 'restored'}"
+        return f"Run `{job.id[:8]}` {'archived' if job.archived else 'restored'}"
 
     def add_row(evt: gr.SelectData, data: Any, id_text: str) -> tuple[str, str]:
         row = evt.index[0] if isinstance(evt.index, list | tuple) else evt.index

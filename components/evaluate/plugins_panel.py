@@ -22,7 +22,7 @@ def create_plugins_panel(ctx: AppContext) -> dict[str, Any]:
         "press Reload. See `studio/evaluation/plugins.py` and `configs/eval/plugins-examples/`.",
         elem_id="evaluate-plugins-title",
     )
-    reload_btn = gr.Button("↻ Reload plugins", elem_id="evaluate-plugins-reload")
+    reload_btn = gr.Button("Reload plugins", elem_id="evaluate-plugins-reload")
     metrics = gr.Dataframe(
         headers=METRIC_COLUMNS, interactive=False, wrap=True, label="Metrics", elem_id="evaluate-metrics-table"
     )

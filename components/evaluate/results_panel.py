@@ -38,7 +38,7 @@ def create_results_panel(ctx: AppContext, job_id: gr.Textbox) -> dict[str, Any]:
         model_filter = gr.Dropdown([ALL_MODELS], value=ALL_MODELS, label="Examples of", elem_id="evaluate-model-filter")
         sort_by = gr.Dropdown([], value=None, label="Worst first by", elem_id="evaluate-sort-by")
         show_btn = gr.Button("Show results", elem_id="evaluate-show", scale=0, min_width=140)
-        refresh_btn = gr.Button("↻ Runs", elem_id="evaluate-runs-refresh", scale=0, min_width=100)
+        refresh_btn = gr.Button("Refresh runs", elem_id="evaluate-runs-refresh", scale=0, min_width=100)
     notes = gr.Markdown(elem_id="evaluate-notes")
     summary = gr.Dataframe(
         headers=["metric"], interactive=False, label="Metric × model", elem_id="evaluate-summary-table"

@@ -149,12 +149,12 @@ def create_run_panel(ctx: AppContext) -> dict[str, Any]:
         )
         name = gr.Textbox(label="Run name (optional)", elem_id="evaluate-name")
     with gr.Row():
-        run_btn = gr.Button("▶ Run evaluation", variant="primary", elem_id="evaluate-run")
+        run_btn = gr.Button("Run evaluation", variant="primary", elem_id="evaluate-run")
         # offered only while the run shown is queued or running (the tab's timer says which)
-        cancel_btn = gr.Button("⏹ Cancel", interactive=False, elem_id="evaluate-cancel")
+        cancel_btn = gr.Button("Cancel", interactive=False, elem_id="evaluate-cancel")
     with gr.Accordion("…or run from an eval YAML config", open=False):
         yaml_box = gr.Code(EXAMPLE_YAML, language="yaml", label="Eval config", elem_id="evaluate-yaml")
-        yaml_btn = gr.Button("▶ Run this config", elem_id="evaluate-run-yaml")
+        yaml_btn = gr.Button("Run this config", elem_id="evaluate-run-yaml")
     job_id = gr.Textbox(label="Run id", elem_id="evaluate-job-id", interactive=True)
     status = gr.Markdown(elem_id="evaluate-status")
     progress = gr.HTML(
@@ -192,19 +192,19 @@ def create_run_panel(ctx: AppContext) -> dict[str, Any]:
             name_v or "",
         )
         job = submit_eval(ctx.settings, ctx.db, config)
-        return job.id, f"⏳ queued run `{job.id}` — {job.name}"
+        return job.id, f"Queued run `{job.id}` — {job.name}"
 
     @handle_errors
     def run_yaml(text: str) -> tuple[str, str]:
         """Queue an evaluation run from eval YAML text."""
         job = submit_eval_yaml(ctx.settings, ctx.db, text)
-        return job.id, f"⏳ queued run `{job.id}` — {job.name}"
+        return job.id, f"Queued run `{job.id}` — {job.name}"
 
     @handle_errors
     def cancel(run_id: str) -> str:
         """Cancel a run: a queued one at once, a running one after its current example."""
         job = queue.request_cancel(ctx.db, (run_id or "").strip())
-        return f"⏹ {job.message}"
+        return f"Run `{job.id}`: {job.message}"
 
     def switch_source(value: str) -> tuple[Any, Any, Any]:
         text = value == "text"

@@ -23,17 +23,17 @@ def create_dashboard_panel(ctx: AppContext) -> dict[str, Any]:
     gr.Markdown("#### Quick Actions")
     with gr.Row():
         with gr.Column(min_width=200):
-            upload_btn = gr.Button("📤 Upload Labeled Examples", variant="primary", elem_id="finetune-action-upload")
+            upload_btn = gr.Button("Upload Labeled Examples", variant="primary", elem_id="finetune-action-upload")
             gr.Markdown("<small>Input → Output pairs</small>")
         with gr.Column(min_width=200):
-            start_btn = gr.Button("🚀 Start Training Job", variant="primary", elem_id="finetune-action-start")
+            start_btn = gr.Button("Start Training Job", variant="primary", elem_id="finetune-action-start")
             gr.Markdown("<small>Supervised learning</small>")
         with gr.Column(min_width=200):
-            import_btn = gr.Button("💬 Import from Conversations", elem_id="finetune-action-import")
+            import_btn = gr.Button("Import from Conversations", elem_id="finetune-action-import")
             gr.Markdown("<small>Saved Playground conversations become labeled examples</small>")
     with gr.Row():
         gr.Markdown("#### Stats")
-        refresh_btn = gr.Button("↻ Refresh", scale=0, min_width=110, elem_id="finetune-dashboard-refresh")
+        refresh_btn = gr.Button("Refresh", scale=0, min_width=110, elem_id="finetune-dashboard-refresh")
     stats = gr.HTML(dashboard_stats_html(summary), css_template=CSS, elem_id="finetune-dashboard-stats")
     recent = gr.Dataframe(
         value=summary.recent_jobs,  # read again on every page load (see finetune_tab)

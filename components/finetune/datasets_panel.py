@@ -118,8 +118,8 @@ def create_datasets_panel(ctx: AppContext, tokenizers: TokenizerCache) -> dict[s
                         elem_id="finetune-upload-max-length",
                     )
                 with gr.Row():
-                    inspect_btn = gr.Button("🔍 Inspect", elem_id="finetune-inspect")
-                    import_btn = gr.Button("📥 Import", variant="primary", elem_id="finetune-import")
+                    inspect_btn = gr.Button("Inspect", elem_id="finetune-inspect")
+                    import_btn = gr.Button("Import", variant="primary", elem_id="finetune-import")
             with gr.Column(scale=2):
                 gr.Markdown(FORMAT_HELP)
         report = gr.Markdown(label="Validation report", elem_id="finetune-report")
@@ -137,7 +137,7 @@ def create_datasets_panel(ctx: AppContext, tokenizers: TokenizerCache) -> dict[s
 
     # -- from conversations ----------------------------------------------------------------------------------
     with gr.Accordion(
-        "💬 Import from Playground conversations", open=False, elem_id="finetune-conversations-box"
+        "Import from Playground conversations", open=False, elem_id="finetune-conversations-box"
     ) as conversations_box:
         gr.Markdown(
             "Each chosen conversation becomes one labeled example (its messages, ending with the last assistant reply)."
@@ -153,7 +153,7 @@ def create_datasets_panel(ctx: AppContext, tokenizers: TokenizerCache) -> dict[s
                 elem_id="finetune-conversations",
                 scale=4,
             )
-            conv_refresh = gr.Button("↻ Refresh", scale=0, min_width=110, elem_id="finetune-conversations-refresh")
+            conv_refresh = gr.Button("Refresh", scale=0, min_width=110, elem_id="finetune-conversations-refresh")
         with gr.Row():
             conv_name_box = gr.Textbox(label="Dataset name", elem_id="finetune-conversations-name")
             conv_description_box = gr.Textbox(label="Description (optional)")
@@ -164,7 +164,7 @@ def create_datasets_panel(ctx: AppContext, tokenizers: TokenizerCache) -> dict[s
     # -- list and details ------------------------------------------------------------------------------------
     with gr.Row():
         gr.Markdown("### Your datasets")
-        list_btn = gr.Button("↻ Refresh", scale=0, min_width=110, elem_id="finetune-datasets-refresh")
+        list_btn = gr.Button("Refresh", scale=0, min_width=110, elem_id="finetune-datasets-refresh")
     cards = gr.HTML(dataset_cards_html(first_cards), css_template=CSS, elem_id="finetune-cards")
     with gr.Accordion("Datasets as JSON", open=False):
         cards_json = gr.JSON([c.model_dump(mode="json") for c in first_cards], elem_id="finetune-datasets-json")
@@ -270,16 +270,16 @@ def create_datasets_panel(ctx: AppContext, tokenizers: TokenizerCache) -> dict[s
         v = result.version
         if result.created:
             text = (
-                f"✅ Imported **{result.dataset.name}** version {v.number}: {v.num_examples} examples "
+                f"Imported **{result.dataset.name}** version {v.number}: {v.num_examples} examples "
                 f"({v.content_hash[:12]})"
             )
         else:
-            text = f"ℹ️ **{result.dataset.name}** already has this content as version {v.number}; no new version"
+            text = f"**{result.dataset.name}** already has this content as version {v.number}; no new version"
         if result.report is not None and result.report.dropped_rows:
             text += f"; {result.report.dropped_rows} invalid row(s) dropped"
         if result.report is not None and result.report.duplicate_rows:
             text += f"; {result.report.duplicate_rows} duplicate(s) left out"
-        gr.Info(text.replace("**", "").removeprefix("✅ ").removeprefix("ℹ️ "))
+        gr.Info(text.replace("**", ""))
         return (text, *cards_outputs(result.dataset.name))
 
     def list_datasets() -> tuple[str, Any]:
@@ -326,11 +326,11 @@ def create_datasets_panel(ctx: AppContext, tokenizers: TokenizerCache) -> dict[s
         )
         v = result.version
         text = (
-            f"✅ **{result.dataset.name}** version {v.number}: {v.num_examples} examples from conversations"
+            f"**{result.dataset.name}** version {v.number}: {v.num_examples} examples from conversations"
             if result.created
-            else f"ℹ️ **{result.dataset.name}** already has these examples as version {v.number}"
+            else f"**{result.dataset.name}** already has these examples as version {v.number}"
         )
-        gr.Info(text.replace("**", "").removeprefix("✅ ").removeprefix("ℹ️ "))
+        gr.Info(text.replace("**", ""))
         return (text, *cards_outputs(result.dataset.name))
 
     def page_load() -> tuple[str, Any, Any]:

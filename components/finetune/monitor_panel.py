@@ -40,7 +40,7 @@ def create_monitor_panel(ctx: AppContext) -> dict[str, Any]:
         state_filter = gr.Dropdown(
             [ALL_STATES, *queue.STATES], value=ALL_STATES, label="State", elem_id="finetune-jobs-state", scale=1
         )
-        refresh_btn = gr.Button("↻ Refresh", scale=0, min_width=110, elem_id="finetune-jobs-refresh")
+        refresh_btn = gr.Button("Refresh", scale=0, min_width=110, elem_id="finetune-jobs-refresh")
     table = gr.Dataframe(
         value=job_rows(list_finetune_jobs(ctx.db)),  # read again on every page load (see finetune_tab)
         headers=list(JOB_COLUMNS),
@@ -60,9 +60,9 @@ def create_monitor_panel(ctx: AppContext) -> dict[str, Any]:
         )
         show_btn = gr.Button("Show", scale=0, min_width=90, elem_id="finetune-job-show")
         # offered only while the job is queued or running (the monitor's refresh says which)
-        cancel_btn = gr.Button("⏹ Cancel", interactive=False, scale=0, min_width=110, elem_id="finetune-job-cancel")
-        resume_btn = gr.Button("▶ Resume", scale=0, min_width=110, elem_id="finetune-job-resume")
-        load_btn = gr.Button("💬 Load in Playground", scale=0, min_width=180, elem_id="finetune-job-load")
+        cancel_btn = gr.Button("Cancel", interactive=False, scale=0, min_width=110, elem_id="finetune-job-cancel")
+        resume_btn = gr.Button("Resume", scale=0, min_width=110, elem_id="finetune-job-resume")
+        load_btn = gr.Button("Load in Playground", scale=0, min_width=180, elem_id="finetune-job-load")
     header = gr.HTML(job_header_html(None), css_template=CSS, elem_id="finetune-job-header")
     action_md = gr.Markdown(elem_id="finetune-job-action")
     artifact_md = gr.Markdown(elem_id="finetune-job-artifact")
@@ -148,14 +148,14 @@ def create_monitor_panel(ctx: AppContext) -> dict[str, Any]:
         """Cancel a job: a queued one at once, a running one at its next step (a checkpoint is saved)."""
         job = queue.request_cancel(ctx.db, (job_id or "").strip())
         gr.Info(f"Job {job.id}: {job.message}")
-        return f"⏹ {job.message}", job_view(ctx.settings, ctx.db, job.id).to_dict()
+        return f"Job {job.id}: {job.message}", job_view(ctx.settings, ctx.db, job.id).to_dict()
 
     @handle_errors
     def resume(job_id: str) -> tuple[str, dict[str, Any]]:
         """Queue an interrupted, cancelled or failed job again; it continues from its last checkpoint."""
         job = queue.resume(ctx.db, (job_id or "").strip())
         gr.Info(f"Job {job.id}: {job.message}")
-        return f"▶ {job.message}", job_view(ctx.settings, ctx.db, job.id).to_dict()
+        return f"Job {job.id}: {job.message}", job_view(ctx.settings, ctx.db, job.id).to_dict()
 
     @handle_errors
     def load(job_id: str, progress: gr.Progress = gr.Progress()) -> str:  # noqa: B008
@@ -166,7 +166,7 @@ def create_monitor_panel(ctx: AppContext) -> dict[str, Any]:
         view = job_view(ctx.settings, ctx.db, job_id)
         what = f"adapter **{view.registered_as}** active" if view.artifact_kind == "adapter" else "fine-tuned model"
         gr.Info(f"Loaded {model} with the trained {view.artifact_kind}; chat with it in the Playground")
-        return f"💬 **{model}** loaded with the {what}: open the Playground tab and pick `{model}`."
+        return f"**{model}** loaded with the {what}: open the Playground tab and pick `{model}`."
 
     def select_row(evt: gr.SelectData, data: Any) -> str:
         row = evt.index[0] if isinstance(evt.index, list | tuple) else evt.index

@@ -56,15 +56,15 @@ SFT_HERO = """
 <h4>What is Supervised Fine-Tuning?</h4>
 <p>Supervised fine-tuning teaches your AI model by showing it labeled examples where each example contains:</p>
 <div class="ft-io">
-  <div><b>📥 INPUT</b><br><span class="ft-muted">User questions or requests</span></div>
-  <div><b>📤 OUTPUT</b><br><span class="ft-muted">Your desired AI responses</span></div>
+  <div><b>INPUT</b><br><span class="ft-muted">User questions or requests</span></div>
+  <div><b>OUTPUT</b><br><span class="ft-muted">Your desired AI responses</span></div>
 </div>
 <p>The model learns patterns from these labeled pairs and answers new inputs the same way. Example:<br>
 <b>INPUT:</b> "What's the refund policy?" → <b>OUTPUT:</b> "We offer a 30-day money-back guarantee..."</p>
 </div>
 """
 
-SFT_WIZARD_NOTE = """**💡 What is Supervised Fine-Tuning?** Supervised fine-tuning teaches your AI model by showing it
+SFT_WIZARD_NOTE = """**What is Supervised Fine-Tuning?** Supervised fine-tuning teaches your AI model by showing it
 labeled examples:
 
 * **INPUT**: user questions or requests
@@ -74,7 +74,7 @@ Example — INPUT: "What's the refund policy?" → OUTPUT: "We offer a 30-day mo
 
 Only the OUTPUT tokens count in the loss: the model learns to answer, not to repeat the question."""
 
-UPLOAD_HELP = """#### 📤 Upload Labeled Examples
+UPLOAD_HELP = """#### Upload Labeled Examples
 Upload a file with input → output pairs for supervised learning.
 
 * Best for prepared labeled datasets
@@ -86,7 +86,7 @@ Upload a file with input → output pairs for supervised learning.
 
 The report below shows the detected format, the columns and every problem **before** anything is imported."""
 
-FORMAT_HELP = """#### 📝 Supervised Learning Format
+FORMAT_HELP = """#### Supervised Learning Format
 Each example shows: INPUT (user question) → OUTPUT (desired response)
 
 ```json
@@ -135,13 +135,13 @@ def dataset_cards_html(cards: list[DatasetCard]) -> str:
         return '<p class="ft-muted">No datasets yet: upload labeled examples above.</p>'
     out = []
     for card in cards:
-        badge = _badge(f"✓ {card.badge}", "" if card.kind == "supervised" else "pref")
+        badge = _badge(card.badge, "" if card.kind == "supervised" else "pref")
         tokens = ""
         if card.token_stats is not None:
             t = card.token_stats
             tokens = f'<div class="ft-row"><span>Tokens</span><span>mean {t.mean:.0f} · max {t.max}</span></div>'
         out.append(
-            f'<div class="ft-card" data-dataset="{escape(card.name)}"><h4>🗂 {escape(card.name)} {badge}</h4>'
+            f'<div class="ft-card" data-dataset="{escape(card.name)}"><h4>{escape(card.name)} {badge}</h4>'
             f'<div class="ft-row"><span>Labeled Examples</span><span>{escape(card.examples_label)}</span></div>'
             f'<div class="ft-row"><span>Size</span><span>{escape(card.size_label)}</span></div>'
             f'<div class="ft-row"><span>Format</span><span>{escape(card.format_label)}</span></div>'
@@ -156,12 +156,12 @@ def dataset_cards_html(cards: list[DatasetCard]) -> str:
 def report_markdown(report: ValidationReport, *, imported: str = "") -> str:
     """The validation report shown before an import: format, columns, mapping, counts and the verdict."""
     verdict = (
-        "✅ Ready to import"
+        "**Ready to import**"
         if report.ok
         else (
-            "⚠️ Some rows are invalid: import with *drop invalid rows* to leave them out, or fix the file"
+            "**Some rows are invalid:** import with *drop invalid rows* to leave them out, or fix the file"
             if report.enough
-            else f"❌ Not enough valid examples (at least {report.min_examples} are needed)"
+            else f"**Not enough valid examples** (at least {report.min_examples} are needed)"
         )
     )
     lines = [
@@ -203,10 +203,10 @@ def token_stats_markdown(stats: TokenStats) -> str:
 
 
 def method_label(spec: MethodSpec, unavailable: str | None) -> str:
-    """The method radio's label: ``LoRA — Most Efficient ✓ (recommended)``."""
+    """The method radio's label: ``LoRA — Most Efficient (recommended)``."""
     if unavailable:
         return f"{spec.label} — unavailable here"
-    suffix = " ✓ (recommended)" if spec.recommended else (" ⚠️" if spec.method == "full" else "")
+    suffix = " (recommended)" if spec.recommended else (" (heavy)" if spec.method == "full" else "")
     return f"{spec.label} — {spec.badge}{suffix}"
 
 
@@ -219,10 +219,10 @@ def method_cards_html(specs: list[MethodSpec], selected: str, unavailable: dict[
         badge_cls = "warn" if spec.method == "full" else ""
         title = escape(spec.label) + (" (Recommended)" if spec.recommended else "")
         bullets = "".join(f"<li>{escape(b)}</li>" for b in spec.bullets)
-        note = f'<p class="ft-muted">⛔ Unavailable on this machine: {escape(why)}</p>' if why else ""
+        note = f'<p class="ft-muted"><b>Unavailable on this machine:</b> {escape(why)}</p>' if why else ""
         out.append(
             f'<div class="{cls}" data-method="{escape(spec.method)}"><h4>{title} {_badge(spec.badge, badge_cls)}'
-            + (" ✓" if spec.method == selected else "")
+            + (" (selected)" if spec.method == selected else "")
             + f'</h4><div>{escape(spec.summary)}</div><ul>{bullets}</ul><p class="ft-muted">'
             f"{escape(spec.description)}</p>{note}</div>"
         )
@@ -265,7 +265,7 @@ def artifact_markdown(view: JobView | None) -> str:
         return ""
     name = view.registered_as
     what = "adapter" if view.artifact_kind == "adapter" else "model"
-    text = f"✅ Trained {what} saved in `{view.artifact_path}`"
+    text = f"Trained {what} saved in `{view.artifact_path}`"
     if name:
         where = "adapters" if what == "adapter" else "models"
         text += f", registered as **{name}** (`STUDIO_HOME/{where}/{name}`)"

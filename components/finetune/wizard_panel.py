@@ -240,9 +240,9 @@ def create_wizard_panel(ctx: AppContext) -> dict[str, Any]:
                 language="yaml", lines=24, interactive=True, label="Job config (YAML)", elem_id="finetune-yaml"
             )
             with gr.Row():
-                rebuild_btn = gr.Button("↻ Rebuild from the form", elem_id="finetune-rebuild")
-                estimate_btn = gr.Button("⏱ Estimate duration", elem_id="finetune-estimate")
-                submit_btn = gr.Button("🚀 Submit", variant="primary", elem_id="finetune-submit")
+                rebuild_btn = gr.Button("Rebuild from the form", elem_id="finetune-rebuild")
+                estimate_btn = gr.Button("Estimate duration", elem_id="finetune-estimate")
+                submit_btn = gr.Button("Submit", variant="primary", elem_id="finetune-submit")
             estimate_md = gr.Markdown(elem_id="finetune-estimate-result")
             with gr.Row():
                 job_id = gr.Textbox(label="Submitted job id", interactive=False, elem_id="finetune-submitted-id")
@@ -295,7 +295,7 @@ def create_wizard_panel(ctx: AppContext) -> dict[str, Any]:
         hash first). Returns (job id, message)."""
         job = submit_yaml(ctx.settings, ctx.db, config)
         when = f", not before {job.not_before.astimezone():%Y-%m-%d %H:%M}" if job.not_before else ""
-        message = f"✅ Job **{job.name}** queued as `{job.id}`{when}. The monitor shows its progress."
+        message = f"Job **{job.name}** queued as `{job.id}`{when}. The monitor shows its progress."
         gr.Info(f"Job {job.id} queued ({job.name})")
         return job.id, message
 
@@ -312,7 +312,7 @@ def create_wizard_panel(ctx: AppContext) -> dict[str, Any]:
         parts = "".join(f"\n* {line}" for line in result.breakdown())
         notes = "".join(f"\n\n{n}" for n in result.notes)
         return (
-            f"⏱ **Estimated duration: {result.summary()}**\n\nEach part measured here just now (the estimate "
+            f"**Estimated duration: {result.summary()}**\n\nEach part measured here just now (the estimate "
             f"took {format_duration(result.estimate_seconds)}); the range has every part at its fastest and at "
             f"its slowest:\n{parts}{notes}"
         )

@@ -64,7 +64,7 @@ def create_conversations_panel(shared: PlaygroundShared) -> dict[str, Any]:
             elem_id="playground-conversations-use-case",
             scale=2,
         )
-        refresh_btn = gr.Button("↻ Refresh", elem_id="playground-conversations-refresh", scale=0, min_width=120)
+        refresh_btn = gr.Button("Refresh", elem_id="playground-conversations-refresh", scale=0, min_width=120)
     table = gr.Dataframe(
         value=lambda: conversation_table(ctx.db),  # called on every page load
         headers=HEADERS,

@@ -126,7 +126,7 @@ def create_audit_panel(ctx: AppContext) -> dict[str, Any]:
             elem_id="safety-audit-job",
             scale=4,
         )
-        refresh_btn = gr.Button("↻", scale=0, min_width=60, elem_id="safety-audit-refresh")
+        refresh_btn = gr.Button("Refresh", scale=0, min_width=100, elem_id="safety-audit-refresh")
     status_md = gr.Markdown(status_markdown(None), elem_id="safety-audit-status")
     status_json = gr.JSON(visible=False)
     plot = gr.Plot(empty_figure("no audit selected"), label="Scorecard", elem_id="safety-audit-plot")

@@ -28,7 +28,7 @@ def create_compare_panel(ctx: AppContext) -> dict[str, Any]:
             scale=2,
         )
     with gr.Row():
-        refresh_btn = gr.Button("↻ Refresh audits", elem_id="safety-compare-refresh")
+        refresh_btn = gr.Button("Refresh audits", elem_id="safety-compare-refresh")
         compare_btn = gr.Button("Compare", variant="primary", elem_id="safety-compare-btn")
     plot = gr.Plot(empty_figure("choose two audits"), elem_id="safety-compare-plot")
     table = gr.Dataframe(headers=COMPARE_COLUMNS, interactive=False, label="A vs B", elem_id="safety-compare-table")

@@ -112,7 +112,7 @@ def create_policy_panel(ctx: AppContext, policy_path: gr.Dropdown) -> dict[str, 
                 value=dump_policy_yaml(policy), language="yaml", label="Policy YAML", elem_id="safety-policy-yaml"
             )
             with gr.Row():
-                reload_btn = gr.Button("↻ Reload", elem_id="safety-policy-reload")
+                reload_btn = gr.Button("Reload", elem_id="safety-policy-reload")
                 save_yaml_btn = gr.Button("Save YAML", elem_id="safety-policy-save-yaml")
     status = gr.Markdown(elem_id="safety-policy-status")
     policy_json = gr.JSON(visible=False)

@@ -44,7 +44,7 @@ NOT_REVIEWED = "not reviewed"
 def create_review_panel(ctx: AppContext, job: gr.Dropdown) -> dict[str, Any]:
     with gr.Row():
         only = gr.Dropdown(FILTERS, value="worst", label="Show", elem_id="safety-review-filter", scale=2)
-        list_btn = gr.Button("↻ Refresh", scale=0, min_width=110, elem_id="safety-review-refresh")
+        list_btn = gr.Button("Refresh", scale=0, min_width=110, elem_id="safety-review-refresh")
     table = gr.Dataframe(
         headers=GENERATION_COLUMNS,
         column_widths=column_widths(GENERATION_COLUMNS, GENERATION_WIDTHS),

@@ -158,7 +158,7 @@ class NamedSession:
         messages = pending if pending is not None else (self.histories[index] if index < len(self.histories) else [])
         out = [{"role": m.role, "content": m.content} for m in messages if m.role != "system"]
         if live is not None:
-            out.append({"role": "assistant", "content": live.text or ("⚠ " + live.error if live.error else "")})
+            out.append({"role": "assistant", "content": live.text or ("Error: " + live.error if live.error else "")})
         return out
 
     def reset(self, specs: Sequence[ContenderSpec] = ()) -> None:

@@ -27,7 +27,7 @@ from studio.jobs import queue
 from studio.settings import Settings
 
 EXPERIMENT_KINDS: tuple[str, ...] = ("finetune", "eval")
-EXPERIMENT_COLUMNS = ("id", "kind", "name", "state", "tags", "★", "archived", "created")
+EXPERIMENT_COLUMNS = ("id", "kind", "name", "state", "tags", "favourite", "archived", "created")
 MAX_TAGS = 16
 _TAG = re.compile(r"^[\w.:+-]{1,40}$", re.UNICODE)
 
@@ -76,7 +76,7 @@ def experiment_rows(jobs: Sequence[Job]) -> list[list[Any]]:
             j.name,
             j.state,
             ", ".join(j.tags or []),
-            "★" if j.favourite else "",
+            "yes" if j.favourite else "",
             "yes" if j.archived else "",
             j.created_at.astimezone().strftime("%Y-%m-%d %H:%M"),
         ]

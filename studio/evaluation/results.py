@@ -326,13 +326,13 @@ def results_notes(results: EvalResults) -> str:
     if not results.models and job.state in (queue.QUEUED, queue.RUNNING):
         lines.append("- Scores and the chart appear as soon as the first example is scored.")
     for metric, reason in results.unavailable.items():
-        lines.append(f"- ⚠️ metric **{metric}** unavailable: {reason}")
+        lines.append(f"- Warning: metric **{metric}** unavailable: {reason}")
     for label, reason in results.model_errors.items():
-        lines.append(f"- ❌ model **{label}** could not run: {reason}")
+        lines.append(f"- Error: model **{label}** could not run: {reason}")
     for err in results.metric_errors:
         trace = str(err.get("traceback", "")).replace("```", "'''")
         lines.append(
-            f"- ❌ metric **{err['metric']}** raised on {err['count']} example(s) (first: model {err['model']}, "
+            f"- Error: metric **{err['metric']}** raised on {err['count']} example(s) (first: model {err['model']}, "
             f"example {int(err['example']) + 1}); the rest of the run completed.\n\n```text\n{trace}\n```"
         )
     return "\n".join(lines)

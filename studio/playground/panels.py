@@ -383,7 +383,7 @@ def _same_model(engines: EngineManager, a: str, b: str) -> bool:
 def import_summary(spec: PromptSpec, same_model: bool) -> str:
     """A Markdown line on what an import filled in, and what it could not (a different model is not
     switched: picking it would reset the parameters to that model's own)."""
-    parts = [f"✅ imported a **{spec.template}** prompt"]
+    parts = [f"Imported a **{spec.template}** prompt"]
     parts.append(f"{len(spec.params)} setting(s)" if spec.params else "no sampling settings (kept the current ones)")
     if spec.examples:
         parts.append(f"{len(spec.examples)} few-shot example(s) (kept for the next export)")

@@ -159,7 +159,7 @@ def guard_stream(
 
 
 def safety_summary(report: dict[str, Any] | None) -> str:
-    """One line for people about what the safety layer did: '🛡 safety: EMAIL_ADDRESS masked in the prompt · reply
+    """One line for people about what the safety layer did: 'Safety: EMAIL_ADDRESS masked in the prompt · reply
     stopped: offensive word' ('' when filtering was off)."""
     if not report:
         return ""
@@ -169,4 +169,4 @@ def safety_summary(report: dict[str, Any] | None) -> str:
         parts.append(f"{f.get('type')} {f.get('action')} in the {where} (score {float(f.get('score', 0)):.2f})")
     if report.get("output_blocked"):
         parts.append(f"reply stopped: {report.get('reason')}")
-    return "🛡 safety: " + ("; ".join(parts) if parts else "no findings")
+    return "Safety: " + ("; ".join(parts) if parts else "no findings")

@@ -31,7 +31,8 @@ def test_toggle_the_safety_filter_and_see_a_masked_reply(server, browser, tmp_pa
     folder = Path(server.home) / "safety"
     studio_policy = folder / "policy.yaml"
     before = studio_policy.read_text(encoding="utf-8") if studio_policy.is_file() else None
-    words = tmp_path / "words.txt"
+    folder.mkdir(parents=True, exist_ok=True)
+    words = folder / "browser-test-words.txt"  # word lists live in STUDIO_HOME/safety (issue 14)
     words.write_text("paris\n", encoding="utf-8")
     policy = {
         "name": "browser-test",
@@ -62,8 +63,9 @@ def test_toggle_the_safety_filter_and_see_a_masked_reply(server, browser, tmp_pa
         assert not page.locator("#playground-safety input[type=checkbox]").is_checked()  # off by default
         plain = ask(page, "What is the capital of France?")
         assert "Paris" in plain
-        assert "safety" not in page.inner_text("#playground-stats")
+        assert "Safety:" not in page.inner_text("#playground-stats")
     finally:
+        words.unlink(missing_ok=True)
         if before is None:
             studio_policy.unlink()
         else:

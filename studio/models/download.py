@@ -235,7 +235,7 @@ def download_status(db: Database, job: Job | str) -> DownloadStatus:
     if row.state in queue.RESUMABLE_STATES and "resume" not in message:
         message += "; resume it to go on from the bytes already downloaded"
     if row.state == queue.SUCCEEDED:
-        done = total = max(total, done)
+        done = total = max(total, done, int(row.config.get("bytes_total") or 0))
         # the job's own message names the snapshot's absolute path; a user needs the model's name
         message = f"ready as {', '.join(models)}" if models else "downloaded (nothing the studio can load)"
     return DownloadStatus(

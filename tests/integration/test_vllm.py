@@ -84,10 +84,10 @@ def test_concurrent_requests_are_batched(vllm_ctx: AppContext) -> None:
 
 
 def test_lora_adapters_per_request(vllm_ctx: AppContext, lora_adapters: tuple[Path, Path]) -> None:
-    a, b = lora_adapters
     engines = vllm_ctx.engines
-    assert engines.load_adapter(VLLM_ALIAS, str(a)) == "lora-a"
-    assert engines.load_adapter(VLLM_ALIAS, str(b)) == "lora-b"
+    # by name: found under this context's own STUDIO_HOME/adapters (a path under another home is refused)
+    assert engines.load_adapter(VLLM_ALIAS, lora_adapters[0].name) == "lora-a"
+    assert engines.load_adapter(VLLM_ALIAS, lora_adapters[1].name) == "lora-b"
     msgs = [ChatMessage("user", "What is the capital of France?")]
     params = make_sampling_params(temperature=0, max_tokens=16)
     # three requests in flight at once, each with its own adapter

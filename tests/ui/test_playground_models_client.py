@@ -44,8 +44,8 @@ def test_load_estimate_swap_compare_unload(server, lora_adapters: tuple[Path, Pa
         assert "Paris" in base and "tok/s" in base
         assert with_adapter.split("\n\n")[1] != base.split("\n\n")[1]  # different replies
 
-        with pytest.raises(Exception, match="not found"):
-            client.predict(BUNDLED, "/no/such/adapter", api_name="/playground_swap_adapter")
+        with pytest.raises(Exception, match="no folder 'no-such-adapter'"):
+            client.predict(BUNDLED, "no-such-adapter", api_name="/playground_swap_adapter")
     finally:
         client.predict(BUNDLED, api_name="/playground_disable_adapters")
 

@@ -242,7 +242,7 @@ def test_import_restores_the_prompt_and_its_settings(server, tmp_path: Path) -> 
     assert by_name["temperature"] == 0.3
     assert by_name["max_tokens"] == 64
     assert by_name["top_p"] == {"__type__": "update"}  # not in the file: the form keeps its value
-    assert "imported" in status and "pick it" not in status
+    assert status.startswith("Imported a **instruction** prompt") and "pick it" not in status
     *_same, status = client.predict(spec_json, None, BUNDLED, api_name="/playground_import")
     assert "pick it" not in status  # 'default' is the bundled model: nothing to switch
 

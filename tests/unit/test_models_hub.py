@@ -277,6 +277,18 @@ def test_a_download_stopped_mid_file_resumes_where_it_stopped(hub: FakeHub, sett
     assert len(hub.file_requests("config.json")) == 1
 
 
+def test_a_download_of_files_already_complete_reports_them_done_not_zero(hub: FakeHub, settings: Settings) -> None:
+    # a resumed download whose files were all linked before the cancel took effect said "0 B of 0 B"
+    hub.add("org/done", HF_FILES)
+    listing = list_hub_files(settings, "org/done")
+    download_files(settings, listing, lambda p: None, lambda: False)
+    seen: list[DownloadProgress] = []
+    again = download_files(settings, listing, seen.append, lambda: False)
+    assert not again.stopped and again.snapshot is not None
+    size = sum(len(HF_FILES[n]) for n in listing.selected)
+    assert seen and seen[-1].bytes_total == size and seen[-1].bytes_done == size
+
+
 def test_a_corrupted_partial_file_is_not_kept(hub: FakeHub, settings: Settings) -> None:
     data = weights(2 * MiB, seed=3)
     hub.add("org/c", {**HF_FILES, "model.safetensors": data})

@@ -8,8 +8,10 @@ HOST   ?=
 PORT   ?=
 STAMP_RUN  := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
+ONNX_VENV  ?= .venv-onnx
+STAMP_ONNX := $(ONNX_VENV)/.installed
 
-.PHONY: setup setup-test run test test-fast lint format clean bench-serve bench-train bench-compare
+.PHONY: setup setup-test setup-onnx run test test-fast lint format clean bench-serve bench-train bench-compare
 
 setup: $(STAMP_RUN)
 
@@ -27,8 +29,19 @@ $(STAMP_RUN): requirements.txt requirements-engines.txt pyproject.toml
 
 setup-test: $(STAMP_TEST)
 
-$(STAMP_TEST): $(STAMP_RUN) requirements-test.txt
+$(STAMP_TEST): $(STAMP_RUN) $(STAMP_ONNX) requirements-test.txt
 	$(PIP) install --quiet -r requirements-test.txt $(TORCH)
+	@touch $@
+
+# Optimum's ONNX exporter needs transformers 4.x: `studio export onnx` runs it from this second venv
+# (requirements-onnx.txt says why); the studio serves the exported model.onnx with onnxruntime from $(VENV).
+setup-onnx: $(STAMP_ONNX)
+
+$(STAMP_ONNX): requirements-onnx.txt
+	@test -x $(ONNX_VENV)/bin/python || $(PYTHON) -m venv $(ONNX_VENV)
+	$(ONNX_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(ONNX_VENV)/bin/python -m pip install --quiet $(TORCH)
+	$(ONNX_VENV)/bin/python -m pip install --quiet -r requirements-onnx.txt $(TORCH)
 	@touch $@
 
 # Converts the bundled model once (STUDIO_HOME/models), then serves UI + API on one port.
@@ -61,4 +74,4 @@ bench-compare: setup
 	HF_HUB_OFFLINE=1 $(PY) bench/compare.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(ONNX_VENV) .pytest_cache .mypy_cache .ruff_cache

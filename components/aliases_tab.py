@@ -231,7 +231,7 @@ def create_aliases_tab(ctx: AppContext) -> dict[str, Any]:
                         )
                 with gr.Row():
                     engine = gr.Dropdown(
-                        ["", "auto", "transformers", "vllm", "llamacpp", "remote"],
+                        ["", "auto", "transformers", "vllm", "llamacpp", "onnxruntime", "remote"],
                         value="",
                         label="Engine",
                         info=str(ContextParams.model_fields["engine"].description) + " Default: auto.",

@@ -193,6 +193,23 @@ def lora_adapters(studio_home: Path) -> tuple[Path, Path]:
     )
 
 
+@pytest.fixture(scope="session")
+def onnx_bundled(studio_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled model exported to ONNX once per session (Optimum's exporter from .venv-onnx, ~40 s), in a
+    model root of its own (``model_dirs``) so the session's model lists do not change."""
+    from studio.errors import BackendUnavailableError
+    from studio.export.onnx import export_onnx, onnx_python
+
+    try:
+        onnx_python()
+    except BackendUnavailableError as exc:
+        pytest.skip(str(exc))
+    root = tmp_path_factory.mktemp("onnx-models")
+    out = root / "smollm2-onnx"
+    export_onnx(studio_home / "models" / BUNDLED_DIR_NAME, out, log_file=root / "export.log")
+    return out
+
+
 @pytest.fixture
 def private_ctx(studio_home: Path, tmp_path: Path) -> Iterator[AppContext]:
     """An AppContext of its own (own engines, DB and aliases) sharing the session's converted models, for

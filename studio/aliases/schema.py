@@ -14,7 +14,7 @@ from studio.paths import check_user_path_text
 
 ALIAS_NAME_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,256}$")
 
-Engine = Literal["auto", "transformers", "vllm", "llamacpp", "remote"]
+Engine = Literal["auto", "transformers", "vllm", "llamacpp", "onnxruntime", "remote"]
 KvCacheType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1"]
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 
@@ -40,7 +40,9 @@ class ContextParams(BaseModel):
         None, ge=0, le=1_048_576, description="Tokens of the initial prompt kept when the context overflows."
     )
     n_seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed used to initialise the context.")
-    engine: Engine | None = Field(None, description="Inference engine: auto, transformers, vllm, llamacpp, remote.")
+    engine: Engine | None = Field(
+        None, description="Inference engine: auto, transformers, vllm, llamacpp, onnxruntime, remote."
+    )
     dtype: Dtype | None = Field(None, description="Weight precision: auto, bfloat16, float16, float32.")
     base_url: str | None = Field(
         None,

@@ -55,7 +55,7 @@ class LoadRequest(RequestBody):
     quantization: Literal["none", "int8", "int4", "nf4", "auto"] = Field(
         "none", description="bitsandbytes quantization at load; auto = only when the model would not fit."
     )
-    engine: Literal["auto", "transformers", "vllm", "llamacpp", "remote"] | None = Field(
+    engine: Literal["auto", "transformers", "vllm", "llamacpp", "onnxruntime", "remote"] | None = Field(
         None, description="Engine for this load; default: the alias's context_params.engine, else auto."
     )
 

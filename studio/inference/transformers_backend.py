@@ -30,10 +30,8 @@ from studio.inference.base import (
     GenerationStart,
     LoadedModelInfo,
     StreamItem,
-    TokenEvent,
-    TopLogprob,
 )
-from studio.inference.detok import StopTextBuffer
+from studio.inference.decode import decode_tokens
 from studio.inference.locks import FairLock
 from studio.inference.params import SamplingParams
 from studio.inference.torch_setup import import_torch, resolve_dtype
@@ -390,27 +388,6 @@ class TransformersEngine(Engine):
         return self.encode(self.render_chat(messages, chat_template), special=False)
 
     # -- decoding ------------------------------------------------------------------------------------------
-    def _processors(self, params: SamplingParams) -> Any:
-        from transformers import (
-            LogitsProcessorList,
-            RepetitionPenaltyLogitsProcessor,
-            TemperatureLogitsWarper,
-            TopKLogitsWarper,
-            TopPLogitsWarper,
-        )
-
-        procs = LogitsProcessorList()
-        if params.repetition_penalty != 1.0:
-            procs.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
-        if not params.greedy:
-            if params.temperature != 1.0:
-                procs.append(TemperatureLogitsWarper(params.temperature))
-            if params.top_k > 0:
-                procs.append(TopKLogitsWarper(params.top_k))
-            if params.top_p < 1.0:
-                procs.append(TopPLogitsWarper(params.top_p))
-        return procs
-
     def _stream_ids(
         self,
         prompt_ids: list[int],
@@ -448,71 +425,13 @@ class TransformersEngine(Engine):
     def _decode(
         self, prompt_ids: list[int], params: SamplingParams, cancel: threading.Event, adapter: str | None, max_new: int
     ) -> Iterator[StreamItem]:
-        torch = self._torch
-        gen = torch.Generator(device=self._device)
-        if params.seed is not None:
-            gen.manual_seed(params.seed)
-        else:
-            gen.seed()
-        processors = self._processors(params)
-        text_buf = StopTextBuffer(params.stop)
-        generated: list[int] = []
-        counts: dict[int, int] = {}
-        finish: str = "length"
-        with torch.inference_mode():
-            all_ids = torch.tensor([prompt_ids], device=self._device)
-            out = self._forward(adapter, input_ids=all_ids, use_cache=True)
-            past = out.past_key_values
-            logits = out.logits[:, -1, :].float()
-            for _ in range(max_new):
-                if cancel.is_set():
-                    finish = "cancelled"
-                    break
-                raw_logprobs = torch.log_softmax(logits, dim=-1)
-                scores = logits
-                if counts and (params.frequency_penalty or params.presence_penalty):
-                    idx = torch.tensor(list(counts), device=self._device)
-                    cnt = torch.tensor(list(counts.values()), device=self._device, dtype=scores.dtype)
-                    scores = scores.clone()
-                    scores[0, idx] -= cnt * params.frequency_penalty + params.presence_penalty
-                scores = processors(all_ids, scores)
-                if params.greedy:
-                    next_id = int(torch.argmax(scores, dim=-1).item())
-                else:
-                    probs = torch.softmax(scores, dim=-1)
-                    next_id = int(torch.multinomial(probs, 1, generator=gen).item())
-                now = time.perf_counter()
-                top: tuple[TopLogprob, ...] = ()
-                if params.top_logprobs:
-                    values, indices = torch.topk(raw_logprobs[0], params.top_logprobs)
-                    top = tuple(
-                        TopLogprob(str(self.tokenizer.decode([int(i)])), int(i), float(v))
-                        for v, i in zip(values.tolist(), indices.tolist(), strict=True)
-                    )
-                if next_id in self._eos_ids:
-                    finish = "stop"
-                    break
-                generated.append(next_id)
-                counts[next_id] = counts.get(next_id, 0) + 1
-                new_text = text_buf.update(str(self.tokenizer.decode(generated, skip_special_tokens=True)))
-                yield TokenEvent(
-                    token_id=next_id,
-                    token=str(self.tokenizer.decode([next_id])),
-                    text=new_text,
-                    logprob=float(raw_logprobs[0, next_id].item()),
-                    top_logprobs=top,
-                    time=now,
-                )
-                if text_buf.stopped:
-                    finish = "stop"
-                    break
-                next_tensor = torch.tensor([[next_id]], device=self._device)
-                all_ids = torch.cat([all_ids, next_tensor], dim=-1)
-                out = self._forward(adapter, input_ids=next_tensor, past_key_values=past, use_cache=True)
-                past = out.past_key_values
-                logits = out.logits[:, -1, :].float()
-        tail = "" if text_buf.stopped else text_buf.flush()
-        yield GenerationEnd(finish_reason=finish, tail_text=tail, time=time.perf_counter())  # type: ignore[arg-type]
+        def step(input_ids: Any, past: Any) -> tuple[Any, Any]:
+            out = self._forward(adapter, input_ids=input_ids, past_key_values=past, use_cache=True)
+            return out.logits[:, -1, :].float(), out.past_key_values
+
+        return decode_tokens(
+            self._torch, step, self.tokenizer, self._eos_ids, prompt_ids, params, cancel, max_new, self._device
+        )
 
     def unload(self) -> None:
         with self._step:

@@ -209,6 +209,9 @@ def _details(entry: ModelEntry) -> ModelDetails:
         languages = _languages(meta.get("general.languages")) or languages
         template = "embedded in the GGUF" if meta.get("tokenizer.chat_template") else NO_TEMPLATE
         return ModelDetails(fmt, header.parameters, template, languages, license_)
+    if entry.format == "onnx":
+        license_, languages = _card(entry.path)
+        return ModelDetails("ONNX", None, _template_source(entry.path), languages, license_)
     fmt = "safetensors" if any(entry.path.glob("*.safetensors")) else "pytorch .bin"
     license_, languages = _card(entry.path)
     return ModelDetails(fmt, safetensors_parameters(entry.path), _template_source(entry.path), languages, license_)

@@ -54,7 +54,7 @@ WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin", "model*.bin")
 _QUANT_RE = re.compile(r"[.-](I?Q\d[A-Z0-9_]*|F16|F32|BF16)$", re.IGNORECASE)
 
 Source = Literal["bundled", "local", "hf_cache", "remote"]
-Format = Literal["hf", "gguf", "remote"]
+Format = Literal["hf", "gguf", "onnx", "remote"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,13 @@ def _dir_size(path: Path) -> int:
             if p.is_file():
                 total += p.stat().st_size
     return total
+
+
+def check_onnx_dir(path: Path) -> str | None:
+    """Why the ONNX export folder ``path`` cannot be served (no tokenizer beside ``model.onnx``), or None."""
+    if not (path / "tokenizer.json").is_file() and not (path / "tokenizer_config.json").is_file():
+        return "no tokenizer beside model.onnx"
+    return None
 
 
 def check_hf_dir(path: Path) -> str | None:
@@ -279,14 +286,15 @@ class ModelRegistry:
         if marker.is_file():
             with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
                 model_id = str(json.loads(marker.read_text(encoding="utf-8"))["id"])
+        onnx = (path / "model.onnx").is_file()  # an ONNX export (studio export onnx): served by onnxruntime
         return ModelEntry(
             id=model_id,
             source="local",
-            format="hf",
+            format="onnx" if onnx else "hf",
             path=path,
             repo=model_id if "/" in model_id else None,
             size_bytes=self.folder_size(path),
-            problem=check_hf_dir(path),
+            problem=check_onnx_dir(path) if onnx else check_hf_dir(path),
         )
 
     def _hf_cache(self) -> list[ModelEntry]:
@@ -387,7 +395,8 @@ class ModelRegistry:
                 size_bytes=path.stat().st_size,
             )
         if is_dir:
-            problem = check_hf_dir(path)
+            onnx = (path / "model.onnx").is_file()
+            problem = check_onnx_dir(path) if onnx else check_hf_dir(path)
             if problem is not None:
                 raise ValidationError(
                     f"'{raw}' ({display_path(path, self.settings)}) is not a model folder: {problem}", param="model"
@@ -396,7 +405,7 @@ class ModelRegistry:
             return ModelEntry(
                 id=str(path),
                 source="local",
-                format="hf",
+                format="onnx" if onnx else "hf",
                 path=path,
                 size_bytes=self.folder_size(path),
             )

@@ -14,6 +14,7 @@ import yaml
 from studio.context import AppContext
 from studio.inference.base import ChatMessage, GenerationEnd, TokenEvent
 from studio.inference.params import make_sampling_params
+from studio.settings import Settings
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +22,7 @@ BUNDLED = "HuggingFaceTB/SmolLM2-135M-Instruct"
 FRANCE = [ChatMessage("user", "What is the capital of France?")]
 
 
-@pytest.fixture(params=["transformers", "remote", "llamacpp", "vllm"])
+@pytest.fixture(params=["transformers", "remote", "llamacpp", "vllm", "onnxruntime"])
 def engine_model(request, private_ctx: AppContext) -> Iterator[tuple[AppContext, str, str]]:  # type: ignore[no-untyped-def]
     """(context, model name to request, backend) for each backend."""
     if request.param == "transformers":
@@ -31,6 +32,14 @@ def engine_model(request, private_ctx: AppContext) -> Iterator[tuple[AppContext,
         from tests.conftest import VLLM_ALIAS
 
         yield request.getfixturevalue("vllm_ctx"), VLLM_ALIAS, "vllm"
+        return
+    if request.param == "onnxruntime":  # the bundled model's ONNX export (Optimum, once per session)
+        onnx = request.getfixturevalue("onnx_bundled")
+        home = request.getfixturevalue("tmp_path") / "onnx-home"
+        settings = Settings(home=home, hf_cache=private_ctx.settings.hf_cache_dir, model_dirs=str(onnx.parent))
+        context = AppContext.create(settings)
+        yield context, onnx.name, "onnxruntime"
+        context.close()
         return
     folder = private_ctx.settings.home / "aliases"
     folder.mkdir(exist_ok=True)

@@ -25,6 +25,7 @@ $(STAMP_RUN): requirements.txt requirements-engines.txt pyproject.toml
 	$(PIP) install --quiet -r requirements-engines.txt $(TORCH)
 	$(PIP) uninstall --quiet -y torchvision torchaudio torchcodec triton
 	$(PIP) install --quiet --no-deps -e .
+	$(PY) -m studio.export.gguf --install-converter  # llama.cpp's convert_hf_to_gguf.py from llama-cpp-python's sdist (PyPI)
 	@touch $@
 
 setup-test: $(STAMP_TEST)

@@ -80,6 +80,10 @@ def wire_tabs(demo: gr.Blocks, tabs: dict[str, dict], ctx: AppContext, top: gr.T
         models["use_button"].click(
             playground["refresh_fn"], [models["model"]], [playground["model"]], api_visibility="private"
         ).then(lambda: gr.Tabs(selected="playground"), None, [top], api_visibility="private")
+        # "Use in Playground" on a deployment: its deploy:<name> alias (remote engine) is picked in the Playground
+        models["deploy_use_event"].success(
+            playground["refresh_fn"], [models["deploy_alias"]], [playground["model"]], api_visibility="private"
+        ).then(lambda: gr.Tabs(selected="playground"), None, [top], api_visibility="private")
     compare = tabs.get("compare")
     if compare is not None:  # Compare's contender pickers follow the same aliases (issue 15, point 5)
         demo.load(compare["refresh_fn"], None, compare["pickers"], api_visibility="private")

@@ -112,3 +112,12 @@ def form_validator(
         return marks[0] if len(marks) == 1 else marks
 
     return validator
+
+
+def first_cell_of_clicked_row(evt: gr.SelectData, data: Any) -> Any:
+    """A ``Dataframe.select`` handler: the first cell of the clicked row (a name or an id), or no change."""
+    row = evt.index[0] if isinstance(evt.index, list | tuple) else evt.index
+    try:
+        return str(data.iloc[row, 0])
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+        return gr.update()

@@ -1,7 +1,9 @@
 """Models tab: every model on this machine (bundled, local folders, the Hugging Face cache, downloads) with its size,
 format, parameters, chat template source, languages, licence and the aliases that use it; download more from the
 Hugging Face Hub (list a repo's files and size first, then a background ``download`` job with progress, cancel and
-resume); delete one. Wiring only: ``studio.models.catalog`` and ``studio.models.download``.
+resume); delete one. Wiring only: ``studio.models.catalog`` and ``studio.models.download``. Below: the Adapter
+Manager (:mod:`components.models_adapters`), Exports (:mod:`components.models_exports`) and Deployments
+(:mod:`components.models_deploy`) panels.
 
 A ``gr.Timer`` reads the download jobs' rows while one is queued or running (the page owns nothing: a reload or
 another browser shows the same), and the model table is read again when one finishes.
@@ -13,7 +15,10 @@ from typing import Any
 
 import gradio as gr
 
-from components.common import handle_errors
+from components.common import first_cell_of_clicked_row, handle_errors
+from components.models_adapters import create_adapters_panel
+from components.models_deploy import create_deploy_panel
+from components.models_exports import create_exports_panel
 from studio.context import AppContext
 from studio.jobs import queue
 from studio.models.catalog import TABLE_COLUMNS, delete_model, model_rows
@@ -163,6 +168,9 @@ def create_models_tab(ctx: AppContext) -> dict[str, Any]:
             downloads_btn = gr.Button("Refresh downloads", elem_id="models-downloads-refresh", scale=1)
         timer = gr.Timer(REFRESH_S, active=_active(statuses))
         shown = gr.State({s.job_id: s.state for s in statuses})  # the states the page last showed
+        adapters_panel = create_adapters_panel(ctx)
+        create_exports_panel(ctx)
+        deploy_panel = create_deploy_panel(ctx)
 
     def models_update(selected: str | None = None) -> tuple[Any, Any]:
         current = rows()
@@ -222,13 +230,6 @@ def create_models_tab(ctx: AppContext) -> dict[str, Any]:
         models: tuple[Any, Any] = models_update(selected) if finished else (gr.update(), gr.update())
         return (table_rows, states, timer_state, *models)
 
-    def pick_model(evt: gr.SelectData, data: Any) -> Any:
-        row = evt.index[0] if isinstance(evt.index, list | tuple) else evt.index
-        try:
-            return str(data.iloc[row, 0])
-        except (AttributeError, IndexError, KeyError, TypeError, ValueError):
-            return gr.update()
-
     refresh_btn.click(list_models, [model], [table, model], api_name="models_list")
     files_btn.click(list_files, [repo, revision, file], [summary, files_table], api_name="models_files")
     pull_event = pull_btn.click(pull, [repo, revision, file], [job, downloads, shown, timer], api_name="models_pull")
@@ -237,8 +238,8 @@ def create_models_tab(ctx: AppContext) -> dict[str, Any]:
     resume_btn.click(resume, [job], [downloads, shown, timer], api_name="models_resume")
     delete_event = delete_btn.click(delete, [model, force], [status, table, model], api_name="models_delete")
     timer.tick(poll, [shown, model], [downloads, shown, timer, table, model], api_visibility="private")
-    table.select(pick_model, [table], [model], api_visibility="private")
-    downloads.select(pick_model, [downloads], [job], api_visibility="private")
+    table.select(first_cell_of_clicked_row, [table], [model], api_visibility="private")
+    downloads.select(first_cell_of_clicked_row, [downloads], [job], api_visibility="private")
     return {
         "table": table,
         "model": model,
@@ -248,4 +249,7 @@ def create_models_tab(ctx: AppContext) -> dict[str, Any]:
         "load_outputs": [table, model, downloads, shown, timer],
         "pull_event": pull_event,
         "delete_event": delete_event,
+        "deploy_use_event": deploy_panel["use_event"],
+        "deploy_alias": deploy_panel["alias"],
+        "adapters": adapters_panel,
     }

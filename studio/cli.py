@@ -213,6 +213,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from app import create_app, start_share_tunnel  # the UI layer; imported only when serving
 
     app, ctx = create_app(settings)
+    from studio.deploy.service import reattach
+
+    # serving processes outlive the studio: re-attach the live ones, mark dead ones lost (with their last log lines)
+    for d in reattach(ctx.db, settings):
+        log.info("deployment %s: %s%s", d.name, d.status, f" ({d.message.splitlines()[0]})" if d.message else "")
     if not args.no_preload:
         entry = ctx.registry.resolve("default")
         log.info("loading default model %s (converting it once if needed)…", entry.id)
@@ -293,6 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
     from studio.datasets.cli import register as register_datasets
 
     register_datasets(sub)  # `studio datasets import FILE|list|show NAME`
+    from studio.export.cli import register as register_export
+
+    register_export(sub)  # `studio export merged|gguf|onnx|triton|docker MODEL`, `studio export list|show`
+    from studio.deploy.cli import register as register_deploy
+
+    register_deploy(sub)  # `studio deploy start|list|stop|restart|rm|logs|add-remote|alias` and `studio serve-model`
 
     models = sub.add_parser("models", help="models on this machine")
     msub = models.add_subparsers(dest="models_command", required=True)
@@ -305,6 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
     from studio.models.cli import register as register_models
 
     register_models(msub)  # `studio models pull REPO [--file F] [--revision R]` and `studio models rm MODEL`
+    from studio.models.adapters_cli import register as register_adapters
+
+    register_adapters(sub)  # `studio adapters list|upload|rename|rm|merge|compare`
+    from studio.export.push_cli import register as register_push
+
+    register_push(sub)  # `studio push SOURCE REPO_ID [--public] [--token-file F]`
 
     alias = sub.add_parser("alias", help="named model configurations (STUDIO_HOME/aliases/*.yaml)")
     asub = alias.add_subparsers(dest="alias_command", required=True)

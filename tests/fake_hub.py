@@ -7,6 +7,19 @@ It answers what ``huggingface_hub`` asks for, in the Hub's URL layout:
 - ``HEAD|GET /{repo}/resolve/{rev}/{file}``: the file, with ``ETag`` (the sha256 of LFS files, the git blob id of the
   others), ``X-Repo-Commit``, ``Content-Length`` and byte ranges (``Range: bytes=N-``).
 
+Pushing (``HfApi.create_repo`` / ``upload_folder`` / ``create_commit`` of huggingface_hub 2.4):
+
+- ``POST /api/repos/create`` (``{name, organization, visibility}``): 200 with the repo's URL, 409 when it exists;
+- ``POST /api/validate-yaml``: no errors, no warnings;
+- ``POST /api/models/{repo}/preupload/{rev}``: every file ``regular`` (its bytes then travel base64 in the commit;
+  the LFS / Xet transfer of the real Hub for large files is not imitated);
+- ``POST /api/models/{repo}/commit/{rev}``: the ndjson body (a ``header`` line, then ``file`` lines) becomes a new
+  commit of the repo: the files that arrived are added (or replace those of the same name), its ``sha`` changes,
+  and ``commits`` records it.
+
+Writes need a token: ``write_token`` when set (else any); none or another one is a 401 with the Hub's
+``Invalid credentials in Authorization header``.
+
 A gated repo answers 401 with ``X-Error-Code: GatedRepo`` to a request without its token and 403 to a wrong one, as
 the Hub does. ``rate`` (bytes per second) slows file bodies down so that a test can stop a download mid-file.
 Every request is recorded (method, path, Range header, whether it carried a token) for the tests to look at.
@@ -17,6 +30,7 @@ imported), or in-process with :meth:`FakeHub.patch` (its ``constants``, read at 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -39,6 +53,7 @@ class FakeRepo:
     gated_token: str | None = None  # set: the repo is gated and only this token may download
     card: dict[str, Any] = field(default_factory=dict)
     sha: str = ""
+    private: bool = False
 
     def __post_init__(self) -> None:
         digest = hashlib.sha1(self.repo_id.encode())
@@ -67,7 +82,7 @@ class FakeRepo:
         return {
             "id": self.repo_id,
             "sha": self.sha,
-            "private": False,
+            "private": self.private,
             "gated": "manual" if self.gated_token else False,
             "siblings": siblings,
             "cardData": self.card or None,
@@ -90,6 +105,9 @@ class FakeHub:
         self.repos: dict[str, FakeRepo] = {}
         self.requests: list[Request] = []
         self.rate: float | None = None  # bytes per second for file bodies (None: as fast as it goes)
+        self.write_token: str | None = None  # set: creating repos and committing need exactly this token
+        self.user = "test-user"  # the account a bare repo name (no organization) is created under
+        self.commits: list[dict[str, Any]] = []  # every commit received: repo, header, files (paths)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-hub", daemon=True)
@@ -139,6 +157,7 @@ class FakeHub:
         monkeypatch.setenv("HF_HUB_OFFLINE", "0")
 
 
+_WRITE = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)/(?P<op>preupload|commit)/(?P<rev>[^/]+)$")
 _INFO = re.compile(r"^/api/models/(?P<repo>[^/]+(?:/[^/]+)??)(?:/revision/(?P<rev>.+))?$")
 _RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")
 
@@ -156,6 +175,66 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             self._answer(body=True)
 
+        def do_POST(self) -> None:
+            path = unquote(urlsplit(self.path).path)
+            token = self._auth()
+            hub.requests.append(Request("POST", path, None, token is not None))
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            json_headers = {"Content-Type": "application/json"}
+            if path == "/api/validate-yaml":
+                self._send(200, json_headers, json.dumps({"errors": [], "warnings": []}).encode())
+                return
+            if token is None or (hub.write_token is not None and token != hub.write_token):
+                self._error(401, "", "Invalid credentials in Authorization header", True)
+                return
+            if path == "/api/repos/create":
+                data = json.loads(body or b"{}")
+                repo_id = f"{data.get('organization') or hub.user}/{data['name']}"
+                if repo_id in hub.repos:
+                    payload = {"error": "You already created this model repo", "url": f"{hub.url}/{repo_id}"}
+                    self._send(409, json_headers, json.dumps(payload).encode())
+                    return
+                hub.add(repo_id, {}, private=data.get("visibility") == "private" or bool(data.get("private")))
+                self._send(200, json_headers, json.dumps({"url": f"{hub.url}/{repo_id}", "name": repo_id}).encode())
+                return
+            m = _WRITE.match(path)
+            repo = hub.repos.get(m["repo"]) if m else None
+            if m is None or repo is None:
+                self._error(404, "RepoNotFound", "Repository not found", True)
+                return
+            if m["op"] == "preupload":
+                files = json.loads(body or b"{}").get("files", [])
+                answer = {
+                    "files": [
+                        {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None} for f in files
+                    ]
+                }
+                self._send(200, json_headers, json.dumps(answer).encode())
+                return
+            header: dict[str, Any] = {}
+            added: dict[str, bytes] = {}
+            for line in body.splitlines():
+                if not line.strip():
+                    continue
+                item = json.loads(line)
+                if item["key"] == "header":
+                    header = item["value"]
+                elif item["key"] == "file" and item["value"].get("encoding") == "base64":
+                    added[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
+                else:
+                    self._error(400, "", f"this fake Hub takes base64 'file' lines only, not {item['key']!r}", True)
+                    return
+            repo.files.update(added)
+            repo.sha = hashlib.sha1(repo.sha.encode() + json.dumps(sorted(added)).encode()).hexdigest()
+            hub.commits.append({"repo": repo.repo_id, "header": header, "files": sorted(added)})
+            answer = {
+                "commitUrl": f"{hub.url}/{repo.repo_id}/commit/{repo.sha}",
+                "commitOid": repo.sha,
+                "success": True,
+            }
+            self._send(200, json_headers, json.dumps(answer).encode())
+
         def _auth(self) -> str | None:
             value = self.headers.get("Authorization", "")
             return value.removeprefix("Bearer ").strip() or None
@@ -171,7 +250,9 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
 
         def _error(self, status: int, code: str, message: str, body: bool) -> None:
             payload = json.dumps({"error": message}).encode()
-            headers = {"Content-Type": "application/json", "X-Error-Code": code, "X-Error-Message": message}
+            headers = {"Content-Type": "application/json", "X-Error-Message": message}
+            if code:
+                headers["X-Error-Code"] = code
             self._send(status, headers, payload, body)
 
         def _answer(self, body: bool) -> None:

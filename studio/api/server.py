@@ -63,6 +63,7 @@ def create_api(ctx: AppContext) -> FastAPI:
     """FastAPI app carrying ``ctx`` in ``app.state.ctx`` with every REST route mounted."""
     from studio.api.conversation_routes import router as conversation_router
     from studio.api.inference_routes import router as inference_router
+    from studio.api.models_routes import router as models_router
     from studio.api.openai_routes import router as openai_router
 
     app = FastAPI(
@@ -139,6 +140,7 @@ def create_api(ctx: AppContext) -> FastAPI:
     # The WebSocket in inference_router checks the key itself (HTTP dependencies do not run for WebSockets).
     app.include_router(inference_router, dependencies=[Depends(_require_key_http)])
     app.include_router(conversation_router, dependencies=[Depends(_require_key_http)])
+    app.include_router(models_router, dependencies=[Depends(_require_key_http)])
 
     @app.get("/health", tags=["studio"])
     def health(request: Request) -> dict[str, Any]:

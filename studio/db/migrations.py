@@ -99,6 +99,13 @@ def _audit_generations(conn: Connection) -> None:
     SQLModel.metadata.create_all(conn, tables=[AuditGeneration.__table__])  # type: ignore[attr-defined]
 
 
+def _deployments(conn: Connection) -> None:
+    # imported here: the deployment table lives in the deploy package and registers on SQLModel.metadata when imported
+    from studio.deploy.tables import Deployment
+
+    SQLModel.metadata.create_all(conn, tables=[Deployment.__table__])  # type: ignore[attr-defined]
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "request log", _initial),
     Migration(2, "playground conversations", _conversations),
@@ -107,6 +114,7 @@ MIGRATIONS: list[Migration] = [
     Migration(5, "compare: battles, rankings, annotators", _compare),
     Migration(6, "eval samples: every generation of an eval run with its scores", _eval_samples),
     Migration(7, "audit generations: each reply of a bias audit, its scores and review", _audit_generations),
+    Migration(8, "deployments: serving processes and remote endpoints", _deployments),
 ]
 
 

@@ -32,6 +32,8 @@ KIND_MODULES: dict[str, str] = {
     "finetune": "studio.training.job",
     "dpo": "studio.training.preference",
     "download": "studio.models.download",
+    "export": "studio.export.job",
+    "push": "studio.export.push",
     "reward": "studio.training.preference",
     "selftest": "studio.jobs.builtin_kinds",
 }

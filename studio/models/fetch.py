@@ -260,12 +260,12 @@ def download_files(
     constants.DOWNLOAD_CHUNK_SIZE = CHUNK_BYTES
 
     remotes: list[_Remote] = []
-    linked = 0  # bytes of files complete and linked already: part of the total and of what is done
+    linked_bytes = 0  # bytes of files complete and linked already: part of the total and of what is done
     with hub_errors(settings, repo, listing.revision, None):
         for name in names:
             check_repo_filename(name)
             if (snapshot / name).is_file():
-                linked += (snapshot / name).stat().st_size
+                linked_bytes += (snapshot / name).stat().st_size
                 continue  # complete and linked already (an earlier download of this commit)
             url = hf_hub_url(repo, name, revision=commit, endpoint=endpoint)
             meta = get_hf_file_metadata(url, token=token, library_name=LIBRARY, library_version=__version__)
@@ -284,8 +284,8 @@ def download_files(
         partial = blobs / f"{r.etag}.incomplete"
         return min(partial.stat().st_size, r.size) if partial.is_file() else 0
 
-    total = linked + sum(r.size for r in remotes)
-    done = linked + sum(have(r) for r in remotes)
+    total = linked_bytes + sum(r.size for r in remotes)
+    done = linked_bytes + sum(have(r) for r in remotes)
     _check_space(settings, repo, total - done)
     meter = _Meter(total, done, len(remotes), report, should_stop)
     blobs.mkdir(parents=True, exist_ok=True)

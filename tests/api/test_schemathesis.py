@@ -22,6 +22,13 @@ from studio.context import AppContext
 from studio.settings import Settings
 from tests.api.fake_engine import serve_fake
 
+#: valid data would start serving processes on random ports (or probe random URLs) that outlive the test; their
+#: validation is tested in tests/unit/test_deploy_config.py and their life in tests/integration/test_deploy_*.py
+STARTS_PROCESSES = {
+    "POST /api/models/deployments",
+    "POST /api/models/deployments/remote",
+    "POST /api/models/deployments/{ref}/restart",
+}
 EXAMPLES_PER_OPERATION = 25  # per generation mode (valid, invalid)
 FUZZ = settings(
     max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None, suppress_health_check=list(HealthCheck)
@@ -54,6 +61,7 @@ def test_no_input_makes_a_server_error(tmp_path: Path) -> None:
 
     try:
         operations = [result.ok() for result in schema.get_all_operations()]
+        operations = [op for op in operations if op.label not in STARTS_PROCESSES]
         assert len(operations) >= 15
         for operation in operations:
             strategies = [

@@ -85,6 +85,15 @@ def wire_tabs(demo: gr.Blocks, tabs: dict[str, dict], ctx: AppContext, top: gr.T
             playground["refresh_fn"], [models["deploy_alias"]], [playground["model"]], api_visibility="private"
         ).then(lambda: gr.Tabs(selected="playground"), None, [top], api_visibility="private")
     compare = tabs.get("compare")
+    if compare is not None and models is not None:  # the Adapter Manager's "Batch A/B in Compare" (issue 17)
+        models["batch_event"].success(
+            lambda a, b, p: (a, b, p), models["batch_sides"], compare["batch_sides"], api_visibility="private"
+        ).then(
+            lambda: (gr.Tabs(selected="compare"), gr.Tabs(selected="compare-batch")),
+            None,
+            [top, compare["modes"]],
+            api_visibility="private",
+        )
     if compare is not None:  # Compare's contender pickers follow the same aliases (issue 15, point 5)
         demo.load(compare["refresh_fn"], None, compare["pickers"], api_visibility="private")
         for event in [*aliases["changed_events"], *playground["changed_events"]]:

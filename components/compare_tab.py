@@ -33,7 +33,7 @@ def create_compare_tab(ctx: AppContext) -> dict[str, Any]:
             tags = gr.Textbox(label="Tags (comma-separated)", elem_id="compare-tags")
             refresh = gr.Button("Refresh models & adapters", elem_id="compare-refresh", scale=0)
         shared = CompareShared(ctx, temperature, max_tokens, use_case, tags)
-        with gr.Tabs(elem_id="compare-modes"):
+        with gr.Tabs(elem_id="compare-modes") as modes:
             with gr.Tab("Side by side", id="compare-named"):
                 named = create_named_panel(shared)
             with gr.Tab("Blind battle", id="compare-blind"):
@@ -54,4 +54,10 @@ def create_compare_tab(ctx: AppContext) -> dict[str, Any]:
     refresh.click(refresh_pickers, [], shared.pickers, api_visibility="private")
     for event in (blind["vote_event"], batch["vote_event"]):
         event.then(board["show"], board["inputs"], board["outputs"], api_visibility="private")
-    return {"refresh_fn": refresh_pickers, "pickers": shared.pickers, "board": board}
+    return {
+        "refresh_fn": refresh_pickers,
+        "pickers": shared.pickers,
+        "board": board,
+        "modes": modes,
+        "batch_sides": batch["sides"],  # side A, side B, prompts (the Adapter Manager's "Batch A/B in Compare")
+    }

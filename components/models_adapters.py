@@ -13,18 +13,27 @@ from typing import Any
 import gradio as gr
 
 from components.common import first_cell_of_clicked_row, handle_errors
+from studio.compare.stream import ContenderSpec
 from studio.context import AppContext
+from studio.errors import ValidationError
 from studio.export.exporter import list_exports
 from studio.export.push import submit_push
 from studio.jobs import queue
 from studio.models.adapter_compare import compare_speed, disable_adapter, enable_adapter, submit_quality_comparison
 from studio.models.adapter_upload import upload_adapter
-from studio.models.adapters import AdapterInfo, delete_adapter, list_adapters, rename_adapter
+from studio.models.adapters import AdapterInfo, delete_adapter, get_adapter, list_adapters, rename_adapter
 from studio.models.hub import human_bytes
+from studio.settings import BUNDLED_MODEL_ID
 
 ADAPTER_COLUMNS = ["Name", "Base model", "Method", "Rank", "Target modules", "Size", "Origin", "Loaded on", "Created"]
 ADAPTER_WIDTHS: list[str | int] = ["150px", "200px", "100px", "70px", "200px", "80px", "130px", "150px", "170px"]
 SPEED_PROMPTS = ["What is the capital of France?", "Write one sentence about the sea."]
+BATCH_PROMPTS = [
+    "What is the capital of France?",
+    "Write one sentence about the sea.",
+    "Give three tips for a job interview.",
+    "Explain what a neural network is in one sentence.",
+]
 
 
 def adapter_rows(items: list[AdapterInfo]) -> list[list[Any]]:
@@ -121,7 +130,9 @@ def create_adapters_panel(ctx: AppContext) -> dict[str, Any]:
             disable_btn = gr.Button("Disable", elem_id="adapters-disable", scale=1)
             speed_btn = gr.Button("Compare speed with base", elem_id="adapters-speed", scale=1)
             quality_btn = gr.Button("Compare quality (eval job)", elem_id="adapters-quality", scale=1)
+            batch_btn = gr.Button("Batch A/B in Compare", elem_id="adapters-batch-ab", scale=1)
         compare_out = gr.Markdown("", elem_id="adapters-compare")
+        batch_sides = [gr.Textbox(visible=False) for _ in range(3)]  # side A, side B, prompts for Compare
     with gr.Accordion("Push to the Hugging Face Hub", open=False, elem_id="adapters-push-box"):
         with gr.Row():
             push_source = gr.Dropdown(
@@ -218,6 +229,15 @@ def create_adapters_panel(ctx: AppContext) -> dict[str, Any]:
         )
 
     @handle_errors
+    def adapters_batch_ab(name: str) -> tuple[str, str, str]:
+        """The base and the base + adapter as Compare's batch A/B sides (with a few prompts to start from)."""
+        info = get_adapter(ctx.settings, name or "", ctx.engines)
+        if info.problem is not None:
+            raise ValidationError(f"adapter '{info.name}' cannot be used: {info.problem}", param="adapter")
+        base = info.base_model or BUNDLED_MODEL_ID
+        return base, ContenderSpec(base, info.name).label, "\n".join(BATCH_PROMPTS)
+
+    @handle_errors
     def adapters_push(source: str, repo_id: str, is_private: bool, hub_token: str) -> tuple[str, str]:
         """Queue a push of an adapter or export to the Hugging Face Hub, with a generated model card."""
         job = submit_push(
@@ -240,10 +260,18 @@ def create_adapters_panel(ctx: AppContext) -> dict[str, Any]:
     disable_btn.click(adapters_disable, [loaded], [compare_out], api_name="adapters_disable")
     speed_btn.click(adapters_compare_speed, [loaded, adapter], [compare_out], api_name="adapters_compare_speed")
     quality_btn.click(adapters_compare_quality, [adapter], [compare_out], api_name="adapters_compare_quality")
+    batch_event = batch_btn.click(adapters_batch_ab, [adapter], batch_sides, api_name="adapters_batch_ab")
     push_btn.click(
         adapters_push, [push_source, repo, private, token], [push_job, push_status], api_name="adapters_push"
     )
     push_refresh.click(adapters_push_status, [push_job], [push_status], api_name="adapters_push_status")
     table.select(first_cell_of_clicked_row, [table], [adapter], api_visibility="private")
     loaded_refresh = lambda: gr.Dropdown(choices=ctx.engines.loaded_keys())  # noqa: E731
-    return {"loaded": loaded, "loaded_fn": loaded_refresh, "refresh_fn": lambda: update(), "listed": listed}
+    return {
+        "batch_event": batch_event,
+        "batch_sides": batch_sides,
+        "loaded": loaded,
+        "loaded_fn": loaded_refresh,
+        "refresh_fn": lambda: update(),
+        "listed": listed,
+    }

@@ -143,7 +143,7 @@ def create_deploy_panel(ctx: AppContext) -> dict[str, Any]:
     status = gr.Markdown("", elem_id="deploy-status")
     alias = gr.Textbox(visible=False, elem_id="deploy-alias")
     log_view = gr.Code("", label="Log (last lines)", language=None, interactive=False, elem_id="deploy-log")
-    timer = gr.Timer(_interval(current))
+    timer = gr.Timer(_interval(current), active=bool(current))  # no deployment: nothing to check
 
     def update(pick: str | None = None, refresh: bool = True) -> tuple[Any, Any, Any]:
         items = list_deployments(ctx.db, ctx.settings, refresh=refresh)
@@ -151,7 +151,7 @@ def create_deploy_panel(ctx: AppContext) -> dict[str, Any]:
         return (
             deployment_rows(items),
             gr.Dropdown(choices=names, value=pick if pick in names else None),
-            gr.Timer(_interval(items)),
+            gr.Timer(_interval(items), active=bool(items)),
         )
 
     @handle_errors

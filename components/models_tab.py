@@ -252,4 +252,6 @@ def create_models_tab(ctx: AppContext) -> dict[str, Any]:
         "deploy_use_event": deploy_panel["use_event"],
         "deploy_alias": deploy_panel["alias"],
         "adapters": adapters_panel,
+        "batch_event": adapters_panel["batch_event"],
+        "batch_sides": adapters_panel["batch_sides"],
     }

@@ -275,4 +275,4 @@ def create_batch_panel(shared: CompareShared) -> dict[str, Any]:
     vote_event = vote_btn.click(
         cast, [batch_id, current_id, vote], [table, current_id, current, vote], api_name="compare_batch_vote"
     )
-    return {"vote_event": vote_event}
+    return {"vote_event": vote_event, "sides": [side_a, side_b, prompts]}

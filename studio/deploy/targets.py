@@ -166,7 +166,8 @@ def resolve_target(
                 "`studio deploy add-remote` instead",
                 param="target",
             )
-        found = DeployTarget(text, kind, resolved)
+        # a model the registry lists as ONNX (an ONNX export registered in models/) is served like export:NAME
+        found = DeployTarget(text, kind, resolved, onnx=resolved.entry.format == "onnx")
     if adapter:
         found = replace(found, adapter=adapter_folder(settings, adapter))
     return found

@@ -5,6 +5,7 @@ deployment there. ``STUDIO_SCREENSHOTS=docs/screenshots`` saves the Models tab a
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -36,6 +37,24 @@ def _clean(home: Path) -> None:
 
 def _toasts(page) -> str:  # type: ignore[no-untyped-def]
     return " | ".join(page.locator("[data-testid='toast-body']").all_inner_texts())
+
+
+def test_an_adapter_goes_to_compare_batch_ab_against_its_base(server, browser, lora_adapters) -> None:  # type: ignore[no-untyped-def]
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    page.goto(server.url + "/")
+    page.wait_for_selector("#playground-input textarea", timeout=90_000)
+    page.locator("#studio-tabs").get_by_role("tab", name="Models", exact=True).click()
+    page.click("#adapters-refresh")
+    expect(page.locator("#adapters-table")).to_contain_text("lora-a", timeout=30_000)
+    page.fill("#adapters-selected input", "lora-a")
+    page.keyboard.press("Enter")
+    page.click("#adapters-batch-ab")
+    expect(page.locator("#compare-batch-b input")).to_have_value(
+        "HuggingFaceTB/SmolLM2-135M-Instruct + lora-a", timeout=30_000
+    )
+    expect(page.locator("#compare-batch-a input")).to_have_value("HuggingFaceTB/SmolLM2-135M-Instruct")
+    expect(page.locator("#compare-batch-prompts textarea")).to_have_value(re.compile("capital of France"))
+    expect(page.locator("#compare-batch-run")).to_be_visible()  # the Compare tab, on its Batch A/B panel
 
 
 def test_export_gguf_deploy_it_and_chat_with_it_in_the_playground(server, browser) -> None:  # type: ignore[no-untyped-def]

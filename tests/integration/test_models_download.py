@@ -185,6 +185,14 @@ def test_a_download_killed_mid_file_resumes_from_its_bytes(hub: FakeHub, home: P
         assert 0 < running.progress < 1 and running.eta_s is not None
         assert "/s" in running.message and "model.safetensors" in running.message
         assert running.pid is not None
+        blobs = home / "hf-cache" / "models--org--big" / "blobs"
+
+        def on_disk() -> int:
+            return sum(p.stat().st_size for p in blobs.glob("*.incomplete"))
+
+        # huggingface_hub counts a chunk before it writes it: the row may be one chunk ahead of the disk (under load
+        # the kill came before the first MiB was written, and the partial file was empty)
+        wait_for(lambda: on_disk() >= MiB, 60, "the first MiB on disk")
         os.kill(running.pid, signal.SIGKILL)
         wait_for(lambda: row().state == "failed", 60, "the worker to record the killed job")
         assert "signal 9" in row().message

@@ -122,3 +122,37 @@ def test_the_exporter_reads_transformers_5_rope_settings() -> None:
     assert legacy_config(five)["torch_dtype"] == "bfloat16"
     scaled = {"rope_parameters": {"rope_theta": 5e5, "rope_type": "llama3", "factor": 8.0}}
     assert legacy_config(scaled)["rope_scaling"] == {"rope_type": "llama3", "factor": 8.0}
+
+
+def test_the_onnx_export_deploys_as_its_own_onnxruntime_server(
+    onnx_bundled: Path, tmp_path: Path, studio_home: Path
+) -> None:
+    """A deployment of the export: ``studio serve-model`` on onnxruntime, healthy, a chat through the official SDK."""
+    from openai import OpenAI
+
+    from studio.deploy.service import delete_deployment, start_deployment, stop_deployment, wait_until_ready
+
+    home = tmp_path / "home"
+    settings = Settings(home=home, hf_cache=studio_home / "hf-cache")
+    settings.ensure_dirs()
+    (home / "models" / "smollm2-onnx").symlink_to(onnx_bundled, target_is_directory=True)
+    context = AppContext.create(settings)
+    try:
+        started = start_deployment(context.db, settings, {"target": "smollm2-onnx", "name": "onnx"})
+        assert started.engine == "onnxruntime"
+        try:
+            ready = wait_until_ready(context.db, settings, started.id, timeout_s=180)
+            assert ready.status == "healthy", ready.message
+            client = OpenAI(base_url=ready.url, api_key="unused", max_retries=0, timeout=60)
+            reply = client.chat.completions.create(
+                model=ready.served_model,
+                messages=[{"role": "user", "content": "What is the capital of France?"}],
+                temperature=0,
+                max_tokens=16,
+            )
+            assert "Paris" in (reply.choices[0].message.content or "")
+        finally:
+            stop_deployment(context.db, settings, started.id)
+            delete_deployment(context.db, settings, started.id)
+    finally:
+        context.close()

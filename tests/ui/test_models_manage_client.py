@@ -18,6 +18,8 @@ from gradio_client import Client, handle_file
 
 pytestmark = pytest.mark.slow
 
+BUNDLED = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
 
 @pytest.fixture(scope="module")
 def client(server) -> Client:  # type: ignore[no-untyped-def]
@@ -48,11 +50,13 @@ def zip_folder(folder: Path, out: Path, skip: tuple[str, ...] = ()) -> Path:
 def test_an_uploaded_adapter_is_checked_listed_and_deleted(client: Client, lora_adapters, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     table = client.predict(None, api_name="/adapters_list")[0]
     assert by_first(table)["lora-a"]["Method"] == "LoRA"
+    base, with_adapter, prompts = client.predict("lora-a", api_name="/adapters_batch_ab")  # Compare's batch sides
+    assert (base, with_adapter) == (BUNDLED, f"{BUNDLED} + lora-a") and len(prompts.splitlines()) == 4
     upload = zip_folder(lora_adapters[0], tmp_path / "mine.zip")
     status, table = client.predict(handle_file(str(upload)), "uploaded-lora", "", api_name="/adapters_upload")[:2]
     assert "Registered **uploaded-lora**" in status
     row = by_first(table)["uploaded-lora"]
-    assert row["Origin"] == "upload" and row["Base model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert row["Origin"] == "upload" and row["Base model"] == BUNDLED
     assert "q_proj" in row["Target modules"]
     status, table = client.predict("uploaded-lora", api_name="/adapters_delete")[:2]
     assert "uploaded-lora" not in by_first(table)

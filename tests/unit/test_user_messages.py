@@ -60,7 +60,7 @@ def test_make_sampling_params_carries_the_sentence() -> None:
 # -- literals, types, missing and unknown fields ------------------------------------------------------------
 def test_a_value_outside_the_allowed_literals_lists_the_choices() -> None:
     assert refused(ContextParams, engine="fast").user_message == (
-        "Engine must be one of auto, transformers, vllm, llamacpp, remote (you entered 'fast')"
+        "Engine must be one of auto, transformers, vllm, llamacpp, onnxruntime, remote (you entered 'fast')"
     )
 
 

@@ -211,6 +211,18 @@ def onnx_bundled(studio_home: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture
+def home_sharing_models(studio_home: Path, tmp_path: Path) -> Settings:
+    """Settings of a home of its own (empty adapters folder, own database) sharing the session's converted models."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "models").symlink_to(studio_home / "models", target_is_directory=True)
+    (home / "adapters").mkdir()
+    settings = Settings(home=home, hf_cache=studio_home / "hf-cache")
+    settings.ensure_dirs()
+    return settings
+
+
+@pytest.fixture
 def private_ctx(studio_home: Path, tmp_path: Path) -> Iterator[AppContext]:
     """An AppContext of its own (own engines, DB and aliases) sharing the session's converted models, for
     tests that change a loaded model (adapters, quantization, unload)."""

@@ -32,15 +32,8 @@ DATASET_HASH = "ab" * 32
 
 
 @pytest.fixture
-def settings(studio_home: Path, tmp_path: Path) -> Settings:
-    """A home of its own (empty adapters folder, own database) sharing the session's converted models."""
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "models").symlink_to(studio_home / "models", target_is_directory=True)
-    (home / "adapters").mkdir()
-    settings = Settings(home=home, hf_cache=studio_home / "hf-cache")
-    settings.ensure_dirs()
-    return settings
+def settings(home_sharing_models: Settings) -> Settings:
+    return home_sharing_models
 
 
 @pytest.fixture

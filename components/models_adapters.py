@@ -7,6 +7,9 @@ Wiring only: ``studio.models.adapters``, ``adapter_upload``, ``adapter_compare``
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -105,12 +108,18 @@ def create_adapters_panel(ctx: AppContext) -> dict[str, Any]:
     with gr.Accordion("Upload an adapter", open=False, elem_id="adapters-upload-box"):
         with gr.Row():
             upload = gr.File(
-                label="A .zip of a PEFT adapter folder (adapter_config.json + adapter_model.safetensors)",
-                file_types=[".zip"],
+                label="A .zip of a PEFT adapter folder, or the folder's files (adapter_config.json + "
+                "adapter_model.safetensors)",
+                file_count="multiple",
+                file_types=[".zip", ".json", ".safetensors", ".bin", ".md", ".txt"],
                 elem_id="adapters-upload",
                 scale=2,
             )
-            upload_name = gr.Textbox(label="Name", info="Default: the zip's name.", elem_id="adapters-upload-name")
+            upload_name = gr.Textbox(
+                label="Name",
+                info="Default: the zip's name (for loose files: adapter-<date>).",
+                elem_id="adapters-upload-name",
+            )
             upload_base = gr.Textbox(
                 label="Base model", info="Default: the one adapter_config.json names.", elem_id="adapters-upload-base"
             )
@@ -175,12 +184,25 @@ def create_adapters_panel(ctx: AppContext) -> dict[str, Any]:
         return update(pick)
 
     @handle_errors
-    def adapters_upload(file: Any, name: str, base: str) -> tuple[Any, ...]:
-        """Register an uploaded .zip of a PEFT adapter after checking it against its base (safetensors only)."""
-        if not file:
-            raise gr.Error("Choose a .zip of the adapter folder first")
-        path = Path(file if isinstance(file, str) else getattr(file, "name", str(file)))
-        info = upload_adapter(ctx.settings, path, (name or "").strip() or None, base_model=(base or "").strip() or None)
+    def adapters_upload(files: Any, name: str, base: str) -> tuple[Any, ...]:
+        """Register an uploaded PEFT adapter (a .zip of its folder, or the folder's files) after checking it against
+        its base (safetensors only)."""
+        paths = [Path(f if isinstance(f, str) else getattr(f, "name", str(f))) for f in _as_list(files)]
+        if not paths:
+            raise gr.Error("Choose a .zip of the adapter folder, or the folder's files, first")
+        wanted, base_model = (name or "").strip() or None, (base or "").strip() or None
+        if len(paths) == 1 and paths[0].suffix.lower() == ".zip":
+            info = upload_adapter(ctx.settings, paths[0], wanted, base_model=base_model)
+        else:
+            if any(p.suffix.lower() == ".zip" for p in paths):
+                raise gr.Error("Upload one .zip alone, or the adapter folder's files without a zip")
+            with tempfile.TemporaryDirectory(dir=ctx.settings.home) as tmp:
+                folder = Path(tmp) / "adapter"
+                folder.mkdir()
+                for p in paths:  # a browser sends a folder's files without the folder: gather them again
+                    shutil.copyfile(p, folder / p.name)
+                default = time.strftime("adapter-%Y%m%d-%H%M%S")
+                info = upload_adapter(ctx.settings, folder, wanted or default, base_model=base_model)
         note = "" if not info.warnings else " " + "; ".join(info.warnings)
         return (f"Registered **{info.name}** ({info.method} on {info.base_model}).{note}", *update(info.name))
 
@@ -275,3 +297,9 @@ def create_adapters_panel(ctx: AppContext) -> dict[str, Any]:
         "refresh_fn": lambda: update(),
         "listed": listed,
     }
+
+
+def _as_list(files: Any) -> list[Any]:
+    if not files:
+        return []
+    return list(files) if isinstance(files, (list, tuple)) else [files]

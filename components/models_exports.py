@@ -209,6 +209,15 @@ def create_exports_panel(ctx: AppContext) -> dict[str, Any]:
                 gr.Warning(f"Export '{label}' {row.state}: {(row.message or '').splitlines()[0][:200]}")
         return rows, done, states, timer_state
 
+    def sources() -> tuple[Any, Any]:
+        # an adapter a training job registered (or a model pulled) since the page loaded is offered at once
+        return (
+            gr.Dropdown(choices=["default", *model_choices(ctx.engines.resolver)]),
+            gr.Dropdown(choices=["", *adapter_choices(ctx.settings)]),
+        )
+
+    model.focus(sources, None, [model, adapter], api_visibility="private")
+    adapter.focus(sources, None, [model, adapter], api_visibility="private")
     listed = [job_table, exports, shown, timer]
     start_event = export_btn.click(
         export_start, [fmt, model, adapter, quant, name], [job, status, *listed], api_name="export_start"

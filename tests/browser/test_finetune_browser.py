@@ -1,12 +1,16 @@
 """A person fine-tunes in the browser: Dashboard → Start Training Job → the wizard (dataset, method, 2 steps)
-→ Review → Submit → the monitor shows the job's progress and its loss curve (Debian chromium via Playwright)."""
+→ Review → Submit → the monitor shows the job's progress and its loss curve (Debian chromium via Playwright); then
+takes the trained adapter out of the studio: export GGUF → deploy → chat with the deployment (issue 17)."""
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.browser.test_models_deploy_browser import export_deploy_and_chat
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -96,3 +100,8 @@ def test_walk_the_wizard_and_watch_the_loss_curve(server, browser, tmp_path: Pat
     wait_for(lambda: "succeeded" in page.inner_text("#finetune-job-header"), timeout=30)
     wait_for(lambda: page.locator("#finetune-loss-plot .js-plotly-plot .scatterlayer .trace").count() > 0, timeout=30)
     assert job_id in page.inner_text("#finetune-jobs-table")
+
+    # out of the studio: the adapter just trained, exported as GGUF, deployed, chatted with from the Playground
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama-cpp-python is not installed (make setup): no GGUF export or llama.cpp deployment")
+    export_deploy_and_chat(page, server.home, adapter="browser-lora")

@@ -1,6 +1,8 @@
-"""A person's view of issue 17: in the Models tab, export the bundled model as a q8_0 GGUF (a background job, checked
-against its source), deploy the export as its own llama.cpp server, click "Use in Playground" and chat with the
-deployment there. ``STUDIO_SCREENSHOTS=docs/screenshots`` saves the Models tab as ``models.png``."""
+"""A person's view of issue 17: send an adapter to Compare's Batch A/B against its base; and (called at the end of the
+finetune browser test, on the adapter it trained) export the bundled model with that adapter as a q8_0 GGUF (a
+background job, checked against its source), deploy the export as its own llama.cpp server, click "Use in
+Playground" and chat with the deployment there. ``STUDIO_SCREENSHOTS=docs/screenshots`` saves the Models tab as
+``models.png``."""
 
 from __future__ import annotations
 
@@ -57,15 +59,16 @@ def test_an_adapter_goes_to_compare_batch_ab_against_its_base(server, browser, l
     expect(page.locator("#compare-batch-run")).to_be_visible()  # the Compare tab, on its Batch A/B panel
 
 
-def test_export_gguf_deploy_it_and_chat_with_it_in_the_playground(server, browser) -> None:  # type: ignore[no-untyped-def]
-    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (make setup)")
-    page = browser.new_page(viewport={"width": 1440, "height": 1000})
-    page.goto(server.url + "/")
-    page.wait_for_selector("#playground-input textarea", timeout=90_000)
+def export_deploy_and_chat(page, home: Path, adapter: str) -> None:  # type: ignore[no-untyped-def]
+    """From any tab: export the bundled model with ``adapter`` (an adapter trained in the Fine-Tune tab a moment ago)
+    as a q8_0 GGUF, deploy the export on llama.cpp, "Use in Playground" and chat with it. The finetune browser test
+    ends with this, so the whole flow runs: train → export GGUF → deploy → chat."""
     page.locator("#studio-tabs").get_by_role("tab", name="Models", exact=True).click()
     try:
         page.click("#export-quant input")
         page.get_by_role("option", name="q8_0", exact=True).click()
+        page.click("#export-adapter input")  # the picker is refreshed on focus: the new adapter is offered
+        page.get_by_role("option", name=adapter, exact=True).click(timeout=30_000)
         page.fill("#export-name textarea", NAME)
         page.click("#export-start")
         jobs = page.locator("#export-jobs")
@@ -73,7 +76,8 @@ def test_export_gguf_deploy_it_and_chat_with_it_in_the_playground(server, browse
         expect(jobs).to_contain_text("succeeded", timeout=400_000)  # the timer follows the job's row
         exports = page.locator("#export-list")
         expect(exports).to_contain_text(NAME, timeout=30_000)
-        expect(exports).to_contain_text("prompts identical")  # how the GGUF answered against its source
+        expect(exports).to_contain_text("prompts identical")  # how the quantized GGUF answered against its source
+        expect(exports).to_contain_text(adapter)  # the export's source names the adapter
 
         page.fill("#deploy-target input", f"export:{NAME}")
         page.keyboard.press("Enter")
@@ -101,5 +105,4 @@ def test_export_gguf_deploy_it_and_chat_with_it_in_the_playground(server, browse
         expect(page.locator("#playground-stats")).to_contain_text("finish:", timeout=120_000)
         expect(page.locator('#playground-chat [data-testid="bot"]').last).not_to_be_empty()
     finally:
-        page.close()
-        _clean(server.home)
+        _clean(home)

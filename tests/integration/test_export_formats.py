@@ -1,5 +1,6 @@
-"""Each export format made for real, verified in its engine and registered: a tiny Llama with a LoRA adapter for
-every format, the bundled model for GGUF f16 (token for token against transformers) and for a merged adapter.
+"""Each export format made for real, verified in its engine and registered: a tiny Llama with a LoRA adapter *trained
+in this module* (a real fine-tune job: `studio jobs submit`, `studio worker --once`) for every format, the bundled
+model for GGUF f16 (token for token against transformers) and for a merged adapter.
 
 GGUF needs llama.cpp's converter (``make setup`` installs it) and llama-cpp-python; without them those tests are
 skipped with the reason.
@@ -10,9 +11,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from studio.errors import ConflictError, ModelNotFoundError, NotFoundError, ValidationError
 from studio.export.job import ExportConfig, run_export
@@ -24,9 +29,7 @@ from studio.settings import Settings
 from tests.conftest import BUNDLED_DIR_NAME, make_lora_adapter
 from tests.integration.test_compare_dpo import make_tiny_model
 
-RUN_RECORD = {"format": "whetstone-run/1", "name": "tiny-lora", "method": "lora", "base_model": "org/tiny",
-              "created_at": "2026-12-07T10:00:00+00:00",
-              "dataset": {"name": "capitals", "version": 3, "hash": "abc123"}}  # fmt: skip
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _gguf_missing() -> str | None:
@@ -48,18 +51,41 @@ def _settings(home: Path) -> Settings:
     return Settings(home=home, hf_cache=home / "hf-cache")
 
 
+def _studio(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, STUDIO_HOME=str(home), PYTHONPATH=str(ROOT), STUDIO_THREADS="2")
+    env.pop("STUDIO_DATABASE_URL", None)
+    return subprocess.run([sys.executable, "-m", "studio", *args], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+
+
 @pytest.fixture(scope="module")
-def home(studio_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A home of its own (exports register models there) with the bundled model linked in, a tiny Llama and a
-    LoRA adapter of it recorded as made by training job ``job123``."""
+def trained(studio_home: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A home of its own (exports register models there) with the bundled model linked in, a tiny Llama, and a LoRA
+    adapter of it trained here by a real fine-tune job (6 steps of the shipped example on the studio's own dataset,
+    at a learning rate high enough to change the answers): ``tiny-lora``, with its job's lineage."""
     home = tmp_path_factory.mktemp("export-home")
     _settings(home).ensure_dirs()
     (home / "models" / BUNDLED_DIR_NAME).symlink_to(studio_home / "models" / BUNDLED_DIR_NAME)
-    tiny = make_tiny_model(home / "models" / "org--tiny", studio_home / "models" / BUNDLED_DIR_NAME)
-    artifact = home / "runs" / "job123" / "artifact"
-    make_lora_adapter(tiny, artifact, seed=3)
-    (artifact / "whetstone-run.json").write_text(json.dumps(RUN_RECORD), encoding="utf-8")
-    (home / "adapters" / "tiny-lora").symlink_to(artifact, target_is_directory=True)
+    make_tiny_model(home / "models" / "org--tiny", studio_home / "models" / BUNDLED_DIR_NAME)
+    example = yaml.safe_load((ROOT / "configs/finetune/examples/lora-smollm2.yaml").read_text(encoding="utf-8"))
+    example.update(base_model="org/tiny", max_steps=6, learning_rate=0.02, warmup_ratio=0.0, max_length=128,
+                   eval_every_steps=3, checkpoint_every_steps=3, name="tiny-lora", output_name="tiny-lora")  # fmt: skip
+    config = home / "job.yaml"
+    config.write_text(yaml.safe_dump(example), encoding="utf-8")
+    submitted = _studio(home, "jobs", "submit", str(config))
+    assert submitted.returncode == 0, submitted.stderr
+    ran = _studio(home, "worker", "--once", "--poll", "0.1")
+    assert ran.returncode == 0, ran.stderr
+    job = json.loads(_studio(home, "jobs", "show", submitted.stdout.strip(), "--json").stdout)
+    assert job["state"] == "succeeded", job["message"] + "\n" + job.get("log_tail", "")
+    assert (home / "adapters" / "tiny-lora" / "adapter_model.safetensors").is_file()
+    return {"home": home, "job": job}
+
+
+@pytest.fixture(scope="module")
+def home(trained: dict[str, Any]) -> Path:
+    home = trained["home"]
+    assert isinstance(home, Path)
     return home
 
 
@@ -70,9 +96,12 @@ def _tensor(folder: Path, key: str) -> object:
         return fh.get_tensor(key).float()
 
 
-def test_merged_export_is_verified_published_with_its_manifest_and_registered(home: Path) -> None:
+def test_merged_export_is_verified_published_with_its_manifest_and_registered(
+    home: Path, trained: dict[str, Any]
+) -> None:
     import torch
 
+    job = trained["job"]
     settings = _settings(home)
     reporter = MemoryReporter()
     config = ExportConfig(format="merged", model="org/tiny", adapter="tiny-lora", name="tiny-merged")
@@ -86,7 +115,9 @@ def test_merged_export_is_verified_published_with_its_manifest_and_registered(ho
     data = read_manifest(folder)
     assert data is not None and check_manifest(folder) == []
     assert data["source"]["adapter"] == "tiny-lora" and data["source"]["model_id"] == "org/tiny"
-    assert data["lineage"]["training_job"] == "job123" and data["lineage"]["dataset"]["hash"] == "abc123"
+    assert data["lineage"]["training_job"] == job["id"] and data["lineage"]["method"] == "lora"
+    assert data["lineage"]["dataset"] == {"name": "whetstone-assistant", "version": job["config"]["dataset_version"],
+                                          "hash": job["config"]["dataset_hash"]}  # fmt: skip
     assert {"torch", "transformers", "peft", "safetensors"} <= set(data["packages"])
     assert data["verification"]["tokens_matching"] == data["verification"]["tokens_total"] == 128
     assert "$STUDIO_HOME" in data["source"]["model_path"] and str(home) not in json.dumps(data["source"])
@@ -213,7 +244,9 @@ def test_a_stopped_export_leaves_nothing_behind(home: Path) -> None:
     assert not list((home / "exports").glob(".partial-stopped-*"))
 
 
-def test_onnx_export_of_a_lora_is_verified_registered_and_served_on_onnxruntime(home: Path) -> None:
+def test_onnx_export_of_a_lora_is_verified_registered_and_served_on_onnxruntime(
+    home: Path, trained: dict[str, Any]
+) -> None:
     """The adapter merged (float32), Optimum's exporter run from .venv-onnx, the export's answers on onnxruntime
     identical to the source's (tiny model + LoRA, unmerged, on transformers), registered as an ONNX model."""
     from studio.errors import BackendUnavailableError
@@ -232,7 +265,7 @@ def test_onnx_export_of_a_lora_is_verified_registered_and_served_on_onnxruntime(
     assert (folder / "onnx" / "model.onnx").is_file() and not (folder / ".hf").exists()
     assert check_manifest(folder) == []
     manifest = read_manifest(folder)
-    assert manifest is not None and manifest["lineage"]["dataset"]["hash"] == "abc123"
+    assert manifest is not None and manifest["lineage"]["training_job"] == trained["job"]["id"]
     entry = ModelRegistry(settings).resolve("tiny-onnx")
     assert entry.format == "onnx" and choose_engine(entry, None, cuda=False).engine == "onnxruntime"
     with pytest.raises(ValidationError, match="quant applies to gguf"):

@@ -5,6 +5,7 @@ side through its ``deploy:<name>`` alias (a real chat through the studio's OpenA
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 import zipfile
@@ -53,21 +54,30 @@ def test_an_uploaded_adapter_is_checked_listed_and_deleted(client: Client, lora_
     base, with_adapter, prompts = client.predict("lora-a", api_name="/adapters_batch_ab")  # Compare's batch sides
     assert (base, with_adapter) == (BUNDLED, f"{BUNDLED} + lora-a") and len(prompts.splitlines()) == 4
     upload = zip_folder(lora_adapters[0], tmp_path / "mine.zip")
-    status, table = client.predict(handle_file(str(upload)), "uploaded-lora", "", api_name="/adapters_upload")[:2]
+    status, table = client.predict([handle_file(str(upload))], "uploaded-lora", "", api_name="/adapters_upload")[:2]
     assert "Registered **uploaded-lora**" in status
     row = by_first(table)["uploaded-lora"]
     assert row["Origin"] == "upload" and row["Base model"] == BUNDLED
     assert "q_proj" in row["Target modules"]
     status, table = client.predict("uploaded-lora", api_name="/adapters_delete")[:2]
     assert "uploaded-lora" not in by_first(table)
+    # the folder's files, as a browser sends a picked folder (without the folder): gathered and checked alike
+    loose = [handle_file(str(f)) for f in sorted(lora_adapters[0].iterdir()) if f.is_file()]
+    status, table = client.predict(loose, "", "", api_name="/adapters_upload")[:2]
+    named = re.search(r"Registered \*\*(adapter-\d{8}-\d{6})\*\*", status)
+    assert named is not None, status
+    assert by_first(table)[named.group(1)]["Method"] == "LoRA"
+    client.predict(named.group(1), api_name="/adapters_delete")
 
     pickle_dir = tmp_path / "pickled"
     shutil.copytree(lora_adapters[0], pickle_dir)
     (pickle_dir / "adapter_model.safetensors").rename(pickle_dir / "adapter_model.bin")
     with pytest.raises(Exception, match="safetensors"):
         client.predict(
-            handle_file(str(zip_folder(pickle_dir, tmp_path / "p.zip"))), "p", "", api_name="/adapters_upload"
+            [handle_file(str(zip_folder(pickle_dir, tmp_path / "p.zip")))], "p", "", api_name="/adapters_upload"
         )
+    with pytest.raises(Exception, match="safetensors"):  # loose files alike
+        client.predict([handle_file(str(f)) for f in pickle_dir.iterdir()], "p", "", api_name="/adapters_upload")
     assert "p" not in by_first(client.predict(None, api_name="/adapters_list")[0])
 
 

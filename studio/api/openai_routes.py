@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -51,6 +51,19 @@ def _token_logprob(ev: TokenEvent) -> dict[str, Any]:
             {"token": t.token, "logprob": t.logprob, "bytes": list(t.token.encode("utf-8"))} for t in ev.top_logprobs
         ],
     }
+
+
+# A placeholder text whose JSON form occurs nowhere else in a chunk: where a chunk template holds the text.
+_MARK = "\x00whetstone-text\x00"
+
+
+def _text_chunk_encoder(template: str) -> Callable[[str], str]:
+    """The SSE chunk for one piece of text, built from ``template`` (a whole chunk whose text is ``_MARK``) by
+    putting the JSON-escaped text in its place: the same bytes ``json.dumps`` of the whole chunk gives, for a
+    third of the CPU. Every token of every stream is one such chunk, and on a small machine serving a vLLM model
+    that CPU is taken from vLLM."""
+    head, tail = template.split(json.dumps(_MARK), 1)
+    return lambda text: head + json.dumps(text) + tail
 
 
 def _usage(result: GenerationResult) -> dict[str, int]:
@@ -163,6 +176,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
             payload["usage"] = None
         return f"data: {json.dumps(payload)}\n\n"
 
+    text_chunk = _text_chunk_encoder(chunk({"content": _MARK}))
+
     async def events() -> AsyncIterator[str]:
         yield chunk({"role": "assistant", "content": ""})
         items = [first] if first is not None else []
@@ -170,9 +185,10 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
             while True:
                 for item in items:
                     if isinstance(item, TokenEvent):
-                        if item.text or params.logprobs:
-                            lp = {"content": [_token_logprob(item)]} if params.logprobs else None
-                            yield chunk({"content": item.text}, logprobs=lp)
+                        if params.logprobs:
+                            yield chunk({"content": item.text}, logprobs={"content": [_token_logprob(item)]})
+                        elif item.text:
+                            yield text_chunk(item.text)
                     elif isinstance(item, GenerationEnd):
                         if item.tail_text:
                             yield chunk({"content": item.tail_text})
@@ -261,13 +277,18 @@ async def completions(body: CompletionRequest, request: Request) -> JSONResponse
         }
         return f"data: {json.dumps(payload)}\n\n"
 
+    text_chunk = _text_chunk_encoder(chunk(_MARK))
+
     async def events() -> AsyncIterator[str]:
         item: StreamItem | None = first
         pos = 0
         try:
             while item is not None:
-                if isinstance(item, TokenEvent) and (item.text or params.logprobs):
-                    yield chunk(item.text, logprobs=legacy_logprobs([item], pos) if params.logprobs else None)
+                if isinstance(item, TokenEvent) and params.logprobs:
+                    yield chunk(item.text, logprobs=legacy_logprobs([item], pos))
+                    pos += len(item.token)
+                elif isinstance(item, TokenEvent) and item.text:
+                    yield text_chunk(item.text)
                     pos += len(item.token)
                 elif isinstance(item, GenerationEnd):
                     yield chunk(item.tail_text, finish=_finish(handle.result))

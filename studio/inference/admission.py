@@ -15,7 +15,9 @@ place frees when one running generation ends, so the hint is the mean duration o
 generations divided by the running cap (at least 1 s; 1 s with no history yet).
 
 The engines keep their own limits inside this one (the transformers engine's ``n_parallel`` slots, the
-llama.cpp engine's exclusive gate): admission is the outer guard that bounds the queue and answers 429.
+llama.cpp engine's exclusive gate): admission is the outer guard that bounds the queue and answers 429. An alias
+whose ``context_params.n_parallel`` is larger than ``STUDIO_MAX_RUNNING_PER_MODEL`` raises its model's running cap
+to it (``admit(key, running_cap=...)``): 32 streams on an alias made for 32 run 32 wide, not 8 at a time.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class Ticket:
 
 @dataclass
 class _ModelLine:
+    cap: int  # generations that may run at once (the setting, or an alias's larger n_parallel)
     running: int = 0
     waiting: deque[Ticket] = field(default_factory=deque)
     durations: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
@@ -57,18 +60,23 @@ class Admission:
         self._lines: dict[str, _ModelLine] = {}
         self._draining = False
 
-    def admit(self, key: str) -> Ticket:
+    def admit(self, key: str, running_cap: int | None = None) -> Ticket:
         """Take a place on ``key`` or raise: RateLimitError (429, with ``retry_after``) when every running and
-        waiting place is taken, ShuttingDownError (503) while draining."""
+        waiting place is taken, ShuttingDownError (503) while draining. ``running_cap`` (an alias's n_parallel)
+        raises the model's running cap above the setting, never lowers it."""
         with self._cond:
             if self._draining:
                 raise ShuttingDownError("the studio is shutting down and takes no new generations; try again later")
-            line = self._lines.setdefault(key, _ModelLine())
-            if line.running + len(line.waiting) >= self.max_running + self.max_queued:
+            line = self._lines.setdefault(key, _ModelLine(cap=self.max_running))
+            line.cap = max(self.max_running, running_cap or 0)
+            if line.running + len(line.waiting) >= line.cap + self.max_queued:
                 retry = self._retry_after(line)
+                running = f"STUDIO_MAX_RUNNING_PER_MODEL={self.max_running}"
+                if line.cap != self.max_running:
+                    running = f"n_parallel={line.cap} of the alias"
                 raise RateLimitError(
                     f"model '{key}' is busy: {line.running} generations running and {len(line.waiting)} waiting, "
-                    f"the most allowed (STUDIO_MAX_RUNNING_PER_MODEL={self.max_running}, "
+                    f"the most allowed ({running}, "
                     f"STUDIO_MAX_QUEUED_PER_MODEL={self.max_queued}); try again in {math.ceil(retry)} s",
                     retry_after=retry,
                 )
@@ -81,7 +89,7 @@ class Admission:
         running. False when ``cancel`` is set first (its place is given up)."""
         with self._cond:
             line = self._lines[ticket.key]
-            while not (line.waiting and line.waiting[0] is ticket and line.running < self.max_running):
+            while not (line.waiting and line.waiting[0] is ticket and line.running < line.cap):
                 if cancel.is_set():
                     line.waiting.remove(ticket)
                     self._cond.notify_all()
@@ -124,4 +132,4 @@ class Admission:
         if not line.durations:
             return 1.0
         mean = sum(line.durations) / len(line.durations)
-        return max(1.0, mean / self.max_running)
+        return max(1.0, mean / line.cap)

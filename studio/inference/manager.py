@@ -780,7 +780,9 @@ class EngineManager:
     ) -> GenerationHandle:
         entry = resolved.entry  # resolved before any thread starts, so an unknown name fails fast (404)
         alias_name = resolved.alias.alias if resolved.alias is not None else entry.id
-        ticket = self.admission.admit(self._admission_key(resolved))  # 429 here, before anything streams
+        cp = resolved.alias.context_params if resolved.alias else None
+        # 429 here, before anything streams; an alias made for n_parallel streams runs that many at once
+        ticket = self.admission.admit(self._admission_key(resolved), cp.n_parallel if cp else None)
         handle = GenerationHandle(uuid.uuid4().hex, entry.id, threading.Event(), owner, alias_name)
         self._active[handle.id] = handle
         submitted = time.perf_counter()

@@ -144,3 +144,24 @@ def test_the_gradio_decorator_shows_a_busy_model_as_a_clear_toast() -> None:
     with pytest.raises(gr.Error) as shown:
         list(chat())
     assert shown.value.title == "Model busy" and "try again in 3 s" in shown.value.message
+
+
+def test_an_alias_made_for_more_streams_raises_its_models_running_cap() -> None:
+    """Issue 18: STUDIO_MAX_RUNNING_PER_MODEL=8 ran an alias with n_parallel 32 eight at a time (the vLLM route at 32
+    streams queued 24 of them). The alias's n_parallel raises the cap; it never lowers the setting."""
+    import threading
+
+    from studio.inference.admission import Admission
+
+    admission = Admission(max_running=1, max_queued=0)
+    tickets = [admission.admit("m", running_cap=3) for _ in range(3)]
+    assert all(admission.wait_turn(t, threading.Event(), poll_s=0.01) for t in tickets)
+    assert admission.counts("m") == (3, 0)
+    with pytest.raises(RateLimitError, match="n_parallel=3 of the alias"):
+        admission.admit("m", running_cap=3)
+    for t in tickets:
+        admission.release(t)
+    low = admission.admit("m", running_cap=0)  # no alias value (or a smaller one): the setting holds
+    assert admission.wait_turn(low, threading.Event(), poll_s=0.01)
+    with pytest.raises(RateLimitError, match="STUDIO_MAX_RUNNING_PER_MODEL=1"):
+        admission.admit("m")

@@ -1,13 +1,16 @@
 """Transformers backend: any local Hugging Face causal LM, CPU or CUDA.
 
-Decoding is a plain KV-cached loop rather than ``model.generate`` so that every token comes out with its
+Decoding is a KV-cached loop of our own rather than ``model.generate`` so that every token comes out with its
 id, log probability, top alternatives and a timestamp as soon as it exists, and so that cancellation and
 stop sequences take effect between two tokens.
 
-Several generations share one loaded model by taking turns per forward pass (a first-come-first-served lock
-around each decode step), each with its own KV cache and its own adapter, switched in before its step when
-the previous step was another adapter's. Two chats on one model (a base and its adapter side by side in
-Compare, two Playground users) therefore stream at the same time, each at about half the speed.
+The generations running on one loaded model are decoded together (:mod:`studio.inference.batching`): one
+forward pass per step for the running batch, requests joining and leaving between steps, up to ``max_parallel``
+(the alias's ``n_parallel``) at once and the rest waiting first come, first served. Each keeps its own sampling
+parameters, seed, stop strings, logprobs and adapter: the base model and LoRA adapters share a batch (PEFT's
+mixed-adapter forward), other injected adapters batch per adapter, prompt-learning adapters decode alone. A
+request gets the same tokens in a batch as alone (see the batching module for why, and where that ends).
+Loading adapters and attention maps take their turn between two steps (a first-come-first-served lock).
 """
 
 from __future__ import annotations
@@ -17,21 +20,30 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
-from studio.errors import ModelLoadError, StudioError, ValidationError
+from studio.errors import GenerationError, ModelLoadError, StudioError, ValidationError
 from studio.inference.base import (
     ChatMessage,
     ChatTemplateSpec,
     Engine,
     EngineCapabilities,
-    GenerationEnd,
     GenerationStart,
     LoadedModelInfo,
     StreamItem,
 )
-from studio.inference.decode import decode_tokens
+from studio.inference.batching import (
+    ALONE,
+    BatchCounters,
+    BatchRequest,
+    BatchScheduler,
+    RowLayout,
+    enable_row_attention,
+    install_exact_lora_mixing,
+)
+from studio.inference.decode import TokenPicker, TokenTexts
 from studio.inference.locks import FairLock
 from studio.inference.params import SamplingParams
 from studio.inference.torch_setup import import_torch, resolve_dtype
@@ -76,15 +88,21 @@ class TransformersEngine(Engine):
         self.model.eval()
         self._device = device
         self._eos_ids = self._collect_eos_ids()
+        self._token_text = TokenTexts(self.tokenizer)
         self._adapters: dict[str, Path] = {}  # every loaded adapter by name
         self._prompt_models: dict[str, Any] = {}  # the prompt-learning ones among them, each with its PEFT wrapper
         self._active_adapter: str | None = None
-        # one forward pass at a time, in arrival order; guards the model and which adapter is switched in
+        self._mixable = False  # the injected adapters are LoRA layers whose rows can share a forward pass
+        # one decode step (or adapter change, or attention map) at a time, in arrival order; guards the model and
+        # which adapter is switched in
         self._step = FairLock()
         self._applied: str | object | None = _UNKNOWN  # the adapter the PEFT model has switched in (None: base)
-        # generations decoding at once (each holds its own KV cache); more wait for a slot, first come first served
+        # generations decoding at once (each holds its KV cache rows); more wait, first come first served
         self.max_parallel = max_parallel or DEFAULT_PARALLEL
-        self._slots = threading.BoundedSemaphore(self.max_parallel)
+        self._batch_off = enable_row_attention(torch, self.model, device)  # None, or why requests decode alone
+        if self._batch_off is not None:
+            log.info("batched decoding off for %s: %s", model_id, self._batch_off)
+        self._scheduler = BatchScheduler(torch, self, self._step, self.max_parallel, device)
         self._encode_lock = threading.Lock()  # a fast tokenizer must not be borrowed by two threads that may mutate it
         self._info = LoadedModelInfo(
             model_id=model_id,
@@ -95,7 +113,11 @@ class TransformersEngine(Engine):
             parameters=sum(p.numel() for p in self.model.parameters()),
             memory_bytes=self._tensor_bytes(),
             load_seconds=time.perf_counter() - t0,
-            extra={"quantization": quantization, "max_parallel": str(max_parallel or DEFAULT_PARALLEL)},
+            extra={
+                "quantization": quantization,
+                "max_parallel": str(max_parallel or DEFAULT_PARALLEL),
+                "batching": "on" if self._batch_off is None else f"off ({self._batch_off})",
+            },
         )
         log.info("loaded %s (%s, %s) in %.1fs", model_id, self._info.dtype, device, self._info.load_seconds)
 
@@ -195,6 +217,7 @@ class TransformersEngine(Engine):
             self._undo_failed_adapter(name, was_peft)
             raise self._misfit(path, exc) from None
         self.model.eval()
+        self._mixable = install_exact_lora_mixing(self.model)
 
     def _load_prompt_adapter(self, path: Path, name: str, config: Any) -> None:
         """A prompt-learning adapter gets a PEFT wrapper of its own around the (shared) base model: only its
@@ -280,20 +303,125 @@ class TransformersEngine(Engine):
             model.set_adapter(target)
         self._applied = target
 
-    def _forward(self, target: str | None, **inputs: Any) -> Any:
-        """One forward pass with ``target``'s weights, taking its turn among the generations on this model.
+    def _switch_to_mixed(self, adapters: list[str | None]) -> dict[str, Any]:
+        """Prepare a mixed-adapter forward pass (PEFT's ``adapter_names``: each row its LoRA or the base); call
+        holding ``self._step``. Returns the extra forward arguments."""
+        from peft import PeftModel
+
+        model: Any = self.model
+        if not isinstance(self.model, PeftModel):  # the adapters were unloaded: only base rows can go on
+            gone = sorted({a for a in adapters if a is not None})
+            if gone:
+                raise ValidationError(f"adapter '{gone[0]}' is no longer loaded on this model", param="adapter")
+            return {}
+        for name in adapters:
+            if name is not None and (name in self._prompt_models or name not in model.peft_config):
+                raise ValidationError(f"adapter '{name}' is no longer loaded on this model", param="adapter")
+        if self._applied is not _MIXED:
+            model.base_model.enable_adapter_layers()
+            self._applied = _MIXED
+        return {"adapter_names": [PEFT_BASE if name is None else name for name in adapters]}
+
+    def _forward_alone(self, target: str | None, input_ids: Any, past: Any) -> Any:
+        """One forward pass of a request that decodes alone (a prompt-learning adapter, or a model whose cache
+        cannot be batched); call holding ``self._step``.
 
         A prompt-learning adapter runs on the bare base weights: its prefill goes through its own PEFT wrapper
         (virtual tokens in front), later steps through the base model with the cache that made."""
-        with self._step:
-            prompt_model = self._prompt_models.get(target) if target is not None else None
-            if prompt_model is None:
-                self._switch_to(target)
-                return self.model(**inputs)
-            self._switch_to(None)
-            if inputs.get("past_key_values") is None:
-                return prompt_model(**inputs)
-            return self._base_model()(**inputs)
+        inputs = {"input_ids": input_ids, "past_key_values": past, "use_cache": True}
+        prompt_model = self._prompt_models.get(target) if target is not None else None
+        if prompt_model is None:
+            self._switch_to(target)
+            return self.model(**inputs)
+        self._switch_to(None)
+        if past is None:
+            return prompt_model(**inputs)
+        return self._base_model()(**inputs)
+
+    # -- batched decoding (the scheduler's runner) -----------------------------------------------------------
+    @property
+    def batch_counters(self) -> BatchCounters:
+        """What the decode scheduler did so far (forward passes, prefills, peak batch and peak running)."""
+        return replace(self._scheduler.counters)
+
+    def group_key(self, adapter: str | None) -> tuple[Any, ...]:
+        """Which requests decode together: base and LoRA rows all in one batch (PEFT mixes LoRA adapters per
+        row), rows of another injected method per adapter, prompt-learning adapters and unbatchable models
+        alone."""
+        from peft import PeftModel, PeftType
+
+        if (adapter is not None and adapter in self._prompt_models) or self._batch_off is not None:
+            return (ALONE, adapter)
+        model: Any = self.model
+        if (
+            self._mixable
+            and isinstance(model, PeftModel)
+            and all(c.peft_type == PeftType.LORA for c in model.peft_config.values())
+        ):
+            return (_MIXED_GROUP,)
+        return (_ADAPTER_GROUP, adapter)
+
+    def new_picker(self, request: BatchRequest) -> TokenPicker:
+        return TokenPicker(
+            self._torch,
+            self.tokenizer,
+            self._eos_ids,
+            request.prompt_ids,
+            request.params,
+            request.max_new,
+            self._device,
+            self._token_text,
+        )
+
+    def _batch_inputs(self, key: tuple[Any, ...], adapters: list[str | None]) -> dict[str, Any]:
+        if key[0] == _MIXED_GROUP:
+            return self._switch_to_mixed(adapters)
+        self._switch_to(key[1])
+        return {}
+
+    def prefill(self, key: Any, adapter: str | None, prompt_ids: list[int]) -> tuple[Any, Any]:
+        """The prompt's forward pass, alone (batch 1): the first token's logits and the prompt's KV cache."""
+        input_ids = self._torch.tensor([prompt_ids], device=self._device)
+        if key[0] == ALONE:
+            out = self._forward_alone(adapter, input_ids, None)
+        else:
+            from transformers import DynamicCache
+
+            extra = self._batch_inputs(key, [adapter])
+            out = self.model(
+                input_ids=input_ids,
+                past_key_values=DynamicCache(config=self.model.config),
+                use_cache=True,
+                logits_to_keep=1,
+                **extra,
+            )
+        return out.logits[:, -1, :].float(), out.past_key_values
+
+    def decode(
+        self,
+        key: Any,
+        adapters: list[str | None],
+        input_ids: Any,
+        position_ids: Any,
+        cache: Any,
+        layout: RowLayout | None,
+    ) -> tuple[Any, Any]:
+        """One decode step of a group's rows (one token each): their next logits and the grown cache."""
+        if key[0] == ALONE:
+            out = self._forward_alone(adapters[0], input_ids, cache)
+        else:
+            extra = self._batch_inputs(key, adapters)
+            out = self.model(
+                input_ids=input_ids,
+                position_ids=position_ids,
+                past_key_values=cache,
+                use_cache=True,
+                row_layout=layout,
+                **extra,
+            )
+            if layout is not None and not layout.calls:
+                raise GenerationError(f"{type(self.model).__name__} ignored the per-row attention of a batch")
+        return out.logits[:, -1, :].float(), out.past_key_values
 
     def _collect_eos_ids(self) -> set[int]:
         ids: set[int] = set()
@@ -407,33 +535,10 @@ class TransformersEngine(Engine):
             )
         max_new = params.max_tokens if ctx is None else min(params.max_tokens, ctx - len(prompt_ids))
         yield GenerationStart(prompt_tokens=len(prompt_ids), started=started)
-        if not self._take_slot(cancel):
-            yield GenerationEnd(finish_reason="cancelled", time=time.perf_counter())
-            return
-        try:
-            yield from self._decode(prompt_ids, params, cancel, adapter, max_new)
-        finally:
-            self._slots.release()
-
-    def _take_slot(self, cancel: threading.Event) -> bool:
-        """Wait for one of the ``max_parallel`` generation slots; False when cancelled while waiting."""
-        while not self._slots.acquire(timeout=0.05):
-            if cancel.is_set():
-                return False
-        return True
-
-    def _decode(
-        self, prompt_ids: list[int], params: SamplingParams, cancel: threading.Event, adapter: str | None, max_new: int
-    ) -> Iterator[StreamItem]:
-        def step(input_ids: Any, past: Any) -> tuple[Any, Any]:
-            out = self._forward(adapter, input_ids=input_ids, past_key_values=past, use_cache=True)
-            return out.logits[:, -1, :].float(), out.past_key_values
-
-        return decode_tokens(
-            self._torch, step, self.tokenizer, self._eos_ids, prompt_ids, params, cancel, max_new, self._device
-        )
+        yield from self._scheduler.stream(BatchRequest(prompt_ids, params, cancel, adapter, max_new))
 
     def unload(self) -> None:
+        self._scheduler.stop()  # after its current step; before the lock, which that step holds
         with self._step:
             self._adapters.clear()
             self._prompt_models.clear()
@@ -452,6 +557,10 @@ def default_threads() -> int:
 BASE_ADAPTER = "base"
 DEFAULT_PARALLEL = 8  # generations one model decodes at once unless the alias's n_parallel says otherwise
 _UNKNOWN = object()  # ``_applied`` before the first step and after an adapter was loaded
+_MIXED = object()  # ``_applied`` while LoRA layers are on for a mixed-adapter batch (``adapter_names``)
+_MIXED_GROUP = "mixed"  # group key of base + LoRA rows
+_ADAPTER_GROUP = "adapter"  # group key prefix of rows of one adapter (methods PEFT cannot mix per row)
+PEFT_BASE = "__base__"  # PEFT's name for "no adapter" in ``adapter_names``
 Quantization = Literal["none", "int8", "int4", "nf4"]
 
 

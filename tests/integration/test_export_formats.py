@@ -234,6 +234,24 @@ def test_merged_bundled_model_with_a_lora_answers_as_the_adapter_does(home: Path
     assert result["verification"]["prompts_identical"] == 8 and result["dtype"] == "float32"
 
 
+@pytest.mark.slow
+@needs_gguf
+def test_triton_and_docker_exports_of_the_bundled_model(home: Path) -> None:
+    """The two packaging formats on the bundled model too: a Triton repository whose weights answer as the source,
+    and a Docker context whose CPU image serves a q4_k_m GGUF (quantized: its agreement is reported)."""
+    settings = _settings(home)
+    triton = run_export(ExportConfig(format="triton", model="default", name="smol-triton"), settings, MemoryReporter())
+    assert triton["verification"]["prompts_identical"] == 8 and triton["verification"]["identical"]
+    assert (home / "exports" / "smol-triton" / "model_repository" / "smol-triton" / "config.pbtxt").is_file()
+    docker = run_export(ExportConfig(format="docker", model="default", quant="q4_k_m", name="smol-docker"),
+                        settings, MemoryReporter())  # fmt: skip
+    folder = home / "exports" / "smol-docker"
+    assert docker["engine"] == "llamacpp" and not docker["verification"]["required_identical"]
+    assert 0.0 < docker["verification"]["token_agreement"] <= 1.0
+    assert [p.name for p in (folder / "gguf").glob("*.gguf")] == ["smol-docker.Q4_K_M.gguf"]
+    assert "llama" in (folder / "Dockerfile.cpu").read_text() and check_manifest(folder) == []
+
+
 def test_a_stopped_export_leaves_nothing_behind(home: Path) -> None:
     from studio.export.exporter import ExportStopped
 

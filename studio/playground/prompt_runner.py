@@ -212,10 +212,19 @@ def _when(moment: datetime) -> str:
     return aware.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def model_label(model_id: str) -> str:
+    """A model id as a table shows it: a remote model's ``name@http://host:port/v1`` (a deployment, an endpoint)
+    as ``name @ host:port/v1``, so the cell can wrap between the name and the address (the whole id was one
+    unbreakable word wider than its column)."""
+    name, sep, url = model_id.partition("@")
+    scheme, found, rest = url.partition("://")
+    return f"{name} @ {rest}" if sep and found and scheme in ("http", "https") else model_id
+
+
 def conversation_rows(conversations: Iterable[ConversationPublic]) -> list[list[Any]]:
     """Rows for the history table, in :data:`CONVERSATION_COLUMNS` order (the id last, to open or delete)."""
     return [
-        [c.title or "(untitled)", c.model, c.use_case or "", c.message_count, _when(c.updated_at), c.id]
+        [c.title or "(untitled)", model_label(c.model), c.use_case or "", c.message_count, _when(c.updated_at), c.id]
         for c in conversations
     ]
 

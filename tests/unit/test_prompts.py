@@ -619,3 +619,14 @@ def test_batch_table_rounds_times_and_blanks_missing_values() -> None:
     assert table[0][col["ttft_s"]] == 0.2 and table[0][col["total_s"]] == 0.5
     assert table[0][col["tokens_per_s"]] == 100.0
     assert table[1][col["completion_tokens"]] == "" and table[1][col["error"]] == "out of memory"
+
+
+def test_a_remote_models_label_wraps_between_its_name_and_url() -> None:
+    """The conversations table showed 'browser-q8@http://127.0.0.1:8100/v1' (a chat with a deployment) as one
+    unbreakable word wider than its column (the layout browser test measured 227 px needed, 194 px room)."""
+    from studio.playground.prompt_runner import model_label
+
+    assert model_label("browser-q8@http://127.0.0.1:8100/v1") == "browser-q8 @ 127.0.0.1:8100/v1"
+    assert model_label("lab@https://llm.example.org/v1") == "lab @ llm.example.org/v1"
+    assert model_label("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert model_label("HuggingFaceTB/SmolLM2-135M-Instruct@llamacpp") == "HuggingFaceTB/SmolLM2-135M-Instruct@llamacpp"

@@ -15,6 +15,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # the studio never p
 import gradio as gr
 from fastapi import FastAPI
 
+from components.account_tab import create_account_tab
 from components.aliases_tab import create_aliases_tab
 from components.compare_tab import create_compare_tab
 from components.evaluate_tab import create_evaluate_tab
@@ -28,7 +29,7 @@ from studio.context import AppContext
 from studio.settings import Settings
 from studio.training.service import trained_model_names
 
-TAB_ORDER = ["aliases", "models", "playground", "compare", "finetune", "evaluate", "safety"]
+TAB_ORDER = ["aliases", "models", "playground", "compare", "finetune", "evaluate", "safety", "account"]
 
 CSS = """
 #playground-stats { font-variant-numeric: tabular-nums; min-height: 1.5em; }
@@ -84,6 +85,9 @@ def wire_tabs(demo: gr.Blocks, tabs: dict[str, dict], ctx: AppContext, top: gr.T
         models["deploy_use_event"].success(
             playground["refresh_fn"], [models["deploy_alias"]], [playground["model"]], api_visibility="private"
         ).then(lambda: gr.Tabs(selected="playground"), None, [top], api_visibility="private")
+    account = tabs.get("account")
+    if account is not None:  # who is signed in, their tokens, and for an admin the users (issue 19)
+        demo.load(account["load_fn"], None, account["load_outputs"], api_visibility="private")
     compare = tabs.get("compare")
     if compare is not None and models is not None:  # the Adapter Manager's "Batch A/B in Compare" (issue 17)
         models["batch_event"].success(
@@ -100,12 +104,21 @@ def wire_tabs(demo: gr.Blocks, tabs: dict[str, dict], ctx: AppContext, top: gr.T
             event.then(compare["refresh_fn"], None, compare["pickers"], api_visibility="private")
 
 
+def hf_oauth_configured() -> bool:
+    from studio.users.service import hf_oauth_configured as configured
+
+    return configured()
+
+
 def build_ui(ctx: AppContext) -> gr.Blocks:
-    """The Blocks app with the seven tabs, Playground selected."""
+    """The Blocks app with the eight tabs, Playground selected."""
     # uploaded and generated files older than a day are deleted every hour (and all of them at a restart)
     with gr.Blocks(title="Whetstone Studio", analytics_enabled=False, delete_cache=(3600, 24 * 3600)) as demo:
-        logout = " &nbsp;<small>[Log out](/logout)</small>" if ctx.settings.api_key else ""
+        signed_in = ctx.settings.api_key or ctx.users.enabled()
+        logout = " &nbsp;<small>[Log out](/logout)</small>" if signed_in else ""
         gr.Markdown(f"## Whetstone Studio <small>v{__version__}</small>{logout}", elem_id="studio-title")
+        if hf_oauth_configured():  # a Space with hf_oauth: Gradio adds its /login/huggingface routes for this button
+            gr.LoginButton(elem_id="studio-hf-login")
         with gr.Tabs(selected="playground", elem_id="studio-tabs") as top:
             builders = {
                 "aliases": create_aliases_tab,
@@ -115,6 +128,7 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
                 "finetune": create_finetune_tab,
                 "evaluate": create_evaluate_tab,
                 "safety": create_safety_tab,
+                "account": create_account_tab,
             }
             tabs: dict[str, dict] = {key: builders[key](ctx) for key in TAB_ORDER}
         wire_tabs(demo, tabs, ctx, top)
@@ -124,7 +138,11 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
 
 def create_app(settings: Settings | None = None) -> tuple[FastAPI, AppContext]:
     """FastAPI app with the REST routes and the Gradio UI mounted at ``/``."""
+    from components.permissions import gradio_principal, permission_table
     from studio.api.security import SecurityMiddleware
+    from studio.users.acting import register_resolver
+
+    register_resolver(gradio_principal)  # the core learns who a Gradio event's user is
 
     ctx = AppContext.create(settings)
     api = create_api(ctx)
@@ -139,7 +157,9 @@ def create_app(settings: Settings | None = None) -> tuple[FastAPI, AppContext]:
         max_file_size=ctx.settings.max_upload_bytes,
     )
     # the front door for every route, Gradio's included: host, origin, key, body size (studio/api/security.py)
-    app.add_middleware(SecurityMiddleware, settings=ctx.settings)
+    app.add_middleware(
+        SecurityMiddleware, settings=ctx.settings, users=ctx.users, gradio_permission=permission_table(demo)
+    )
     return app, ctx
 
 

@@ -49,10 +49,13 @@ class InsecureBindError(UserError):
 
 @dataclass(frozen=True)
 class Principal:
-    """Who a request comes from. One key today; users and roles later hang here."""
+    """Who a request comes from: the single user (no users configured) or a signed-in user with a role."""
 
     name: str
-    via: str  # "bearer" | "session" | "open" (no key configured)
+    via: str  # "bearer" (STUDIO_API_KEY) | "session" | "token" (personal API token) | "open" (nothing configured)
+    role: str = "admin"  # the single user (open or with the key) may do everything
+    user_id: str | None = None  # set for users of the database (studio.users)
+    token_id: str | None = None  # the personal token the request came with
 
 
 def is_loopback(host: str) -> bool:
@@ -66,9 +69,9 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_bind(settings: Settings, host: str, *, share: bool = False) -> None:
-    """Refuse to serve where others can reach the studio without a key, unless ``settings.insecure``."""
-    if settings.api_key or settings.insecure:
+def check_bind(settings: Settings, host: str, *, share: bool = False, users: bool = False) -> None:
+    """Refuse to serve where others can reach the studio without a key or users, unless ``settings.insecure``."""
+    if settings.api_key or settings.insecure or users:
         return
     if share:
         where = "a public share link (--share)"
@@ -77,8 +80,9 @@ def check_bind(settings: Settings, host: str, *, share: bool = False) -> None:
     else:
         return
     raise InsecureBindError(
-        f"refusing to serve on {where} without a key: set STUDIO_API_KEY=<a long random secret> (every surface "
-        "then asks for it), or pass --insecure (STUDIO_INSECURE=1) to serve it open to anyone who can reach it"
+        f"refusing to serve on {where} without a key: add users (studio users add NAME --role admin) or set "
+        "STUDIO_API_KEY=<a long random secret> (every surface then asks for it), or pass --insecure "
+        "(STUDIO_INSECURE=1) to serve it open to anyone who can reach it"
     )
 
 

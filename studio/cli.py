@@ -194,6 +194,23 @@ def cmd_alias_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _users_configured(settings: Settings) -> bool:
+    """Users exist (or the first admin comes from STUDIO_ADMIN_USER): every surface will ask for one."""
+    from studio.users.service import hf_oauth_configured
+
+    if settings.admin_user or hf_oauth_configured():
+        return True
+    from studio.db.engine import Database
+    from studio.users.service import UserService
+
+    settings.ensure_dirs()
+    db = Database(settings.db_url)
+    try:
+        return UserService(settings, db).enabled()
+    finally:
+        db.dispose()
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -207,7 +224,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings(**overrides)  # type: ignore[arg-type]
     from studio.auth import check_bind
 
-    check_bind(settings, settings.host, share=args.share)  # before anything slow: a refusal comes at once
+    # before anything slow: a refusal comes at once
+    check_bind(settings, settings.host, share=args.share, users=_users_configured(settings))
     if settings.insecure and not settings.api_key:
         log.warning("serving WITHOUT a key (--insecure): anyone who can reach %s can use the studio", settings.host)
     from app import create_app, start_share_tunnel  # the UI layer; imported only when serving
@@ -295,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     from studio.safety.cli import register as register_safety
 
     register_safety(sub)  # `studio safety scan FILE [--json] [--policy P]`
+    from studio.users.cli import register as register_users
+
+    register_users(sub)  # `studio users add|list|passwd|role|quota|rm|token|tokens|revoke|audit`
     from studio.datasets.cli import register as register_datasets
 
     register_datasets(sub)  # `studio datasets import FILE|list|show NAME`

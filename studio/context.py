@@ -10,6 +10,7 @@ from studio.db import Database, RequestLog
 from studio.inference.manager import EngineManager, FinishedGeneration
 from studio.models.registry import ModelRegistry
 from studio.settings import Settings
+from studio.users import UserService
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,7 @@ class AppContext:
     registry: ModelRegistry
     engines: EngineManager
     datasets: DatasetStore
+    users: UserService
 
     @classmethod
     def create(cls, settings: Settings | None = None) -> AppContext:
@@ -35,7 +37,9 @@ class AppContext:
             registry=registry,
             engines=EngineManager(settings, registry),
             datasets=DatasetStore(settings, db),
+            users=UserService(settings, db),
         )
+        ctx.users.ensure_first_admin()
         try:
             from studio.datasets.builtin import ensure_builtin_datasets
 
@@ -43,6 +47,7 @@ class AppContext:
         except Exception:  # a broken shipped file must not keep the studio from starting
             log.exception("could not import the built-in datasets")
         ctx.engines.on_finish = ctx.record_generation
+        ctx.engines.user_gate = ctx.users.acquire_generation
         return ctx
 
     def record_generation(self, done: FinishedGeneration) -> None:
@@ -61,6 +66,7 @@ class AppContext:
             finish_reason=stats.finish_reason if done.error is None else "error",
             error=done.error,
             safety=done.result.safety,
+            user_id=done.user_id,
         )
         with self.db.session() as session:
             session.add(row)

@@ -71,6 +71,29 @@ class Settings(BaseSettings):
         description="If set, every surface (UI, Gradio API, uploads, REST, WebSocket) needs it: "
         "'Authorization: Bearer <key>' or the session cookie the login page sets.",
     )
+    admin_user: str | None = Field(
+        default=None,
+        description="With STUDIO_ADMIN_PASSWORD: the first admin, created at start if no user has that name "
+        "(then every surface asks for a user).",
+    )
+    admin_password: str | None = Field(default=None, repr=False, description="The password of STUDIO_ADMIN_USER.")
+    session_secret: str | None = Field(
+        default=None,
+        repr=False,
+        description="Signs user sessions; default: a random secret made once in STUDIO_HOME/secrets/session.key.",
+    )
+    signin_max_failures: int = Field(
+        default=5, ge=1, le=1000, description="Failed sign-ins per user name or address before sign-in pauses."
+    )
+    signin_window_s: float = Field(
+        default=300.0, ge=1, le=86400, description="Seconds a failed sign-in counts towards the limit."
+    )
+    hf_admins: str = Field(
+        default="",
+        description="Comma-separated Hugging Face user names that become admins when they sign in with Hugging "
+        "Face on a Space; everyone else who signs in becomes a member (STUDIO_HF_DEFAULT_ROLE).",
+    )
+    hf_default_role: str = Field(default="member", description="Role of a new Hugging Face sign-in: member | viewer.")
     insecure: bool = Field(
         default=False,
         description="Allow serving on a non-loopback address or a share link without STUDIO_API_KEY "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import gradio as gr
+from gradio.context import Context
 
 from components.common import handle_errors
 from components.compare.shared import CompareShared, labels, sampling
@@ -24,7 +25,12 @@ def create_ranking_panel(shared: CompareShared) -> dict[str, Any]:
         "(nominal) overall."
     )
     with gr.Row():
-        annotator = gr.Textbox(label="Your name (annotator)", elem_id="compare-annotator", scale=2)
+        annotator = gr.Textbox(
+            label="Your name (annotator)",
+            info="With sign-in, your judgements are recorded under your user name.",
+            elem_id="compare-annotator",
+            scale=2,
+        )
         configs = gr.Dropdown(
             choices, value=choices[:1], multiselect=True, allow_custom_value=True, label="Configs",
             elem_id="compare-rank-configs", scale=3,
@@ -108,7 +114,7 @@ def create_ranking_panel(shared: CompareShared) -> dict[str, Any]:
             ranking.submit_annotation(ctx.db, item, name, order=order, note=note_text)
         else:
             ranking.submit_annotation(ctx.db, item, name, scores=[int(s) for s in score_values[:n]], note=note_text)
-        return f"Saved {name.strip()}'s judgement of item {item[:8]}."
+        return f"Saved {ranking.annotator_name(name)}'s judgement of item {item[:8]}."
 
     @handle_errors
     def report(name: str) -> list[Any]:
@@ -117,6 +123,14 @@ def create_ranking_panel(shared: CompareShared) -> dict[str, Any]:
         agree = ranking.agreement_report(ctx.db)
         return [rows, agree.summary(), agree.per_annotator, agree.pairs]
 
+    def page_load() -> Any:
+        """With sign-in the annotator is the signed-in user: their name, locked (a single user types one)."""
+        name = ranking.signed_in_annotator()
+        return gr.update() if name is None else gr.update(value=name, interactive=False)
+
+    root = Context.root_block
+    if root is not None:
+        root.load(page_load, None, [annotator], api_visibility="private", queue=False)
     item_outputs = [item_id, *texts, *boxes, status]
     generate.click(
         make,

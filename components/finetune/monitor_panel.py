@@ -28,6 +28,7 @@ from studio.training.service import (
     loss_figure,
     memory_figure,
 )
+from studio.users.ownership import user_names
 
 RESULT_COLUMNS = ["Result", "Value"]
 ALL_STATES = "all"
@@ -42,7 +43,9 @@ def create_monitor_panel(ctx: AppContext) -> dict[str, Any]:
         )
         refresh_btn = gr.Button("Refresh", scale=0, min_width=110, elem_id="finetune-jobs-refresh")
     table = gr.Dataframe(
-        value=job_rows(list_finetune_jobs(ctx.db)),  # read again on every page load (see finetune_tab)
+        value=job_rows(
+            list_finetune_jobs(ctx.db), user_names(ctx.db)
+        ),  # read again on every page load (see finetune_tab)
         headers=list(JOB_COLUMNS),
         interactive=False,
         wrap=True,
@@ -116,7 +119,7 @@ def create_monitor_panel(ctx: AppContext) -> dict[str, Any]:
 
     def tick(job_id: str, last: Any, state: str, last_rows: Any) -> list[Any]:
         """Timer: redraw the job only if something changed, the table only if its rows changed."""
-        rows = job_rows(list_finetune_jobs(ctx.db, None if state == ALL_STATES else state))
+        rows = job_rows(list_finetune_jobs(ctx.db, None if state == ALL_STATES else state), user_names(ctx.db))
         table_out: Any = gr.skip() if rows == last_rows else as_table(rows, list(JOB_COLUMNS))
         try:
             view = job_view(ctx.settings, ctx.db, job_id) if (job_id or "").strip() else None
@@ -135,7 +138,9 @@ def create_monitor_panel(ctx: AppContext) -> dict[str, Any]:
     @handle_errors
     def list_jobs(state: str) -> Any:
         """Fine-tuning jobs, newest first (all states, or one): id, name, state, progress, step, created, message."""
-        rows = job_rows(list_finetune_jobs(ctx.db, None if state in (None, "", ALL_STATES) else state))
+        rows = job_rows(
+            list_finetune_jobs(ctx.db, None if state in (None, "", ALL_STATES) else state), user_names(ctx.db)
+        )
         return as_table(rows, list(JOB_COLUMNS))
 
     @handle_errors
@@ -212,7 +217,9 @@ def create_monitor_panel(ctx: AppContext) -> dict[str, Any]:
 
     def page_load() -> tuple[Any, str]:
         """After a (re)load the page shows the jobs and the newest job, as stored in the database."""
-        return as_table(job_rows(list_finetune_jobs(ctx.db)), list(JOB_COLUMNS)), latest_job_id(ctx.db)
+        return as_table(job_rows(list_finetune_jobs(ctx.db), user_names(ctx.db)), list(JOB_COLUMNS)), latest_job_id(
+            ctx.db
+        )
 
     return {
         "page_load_fn": page_load,

@@ -147,6 +147,12 @@ def dataset_cards_html(cards: list[DatasetCard]) -> str:
             f'<div class="ft-row"><span>Format</span><span>{escape(card.format_label)}</span></div>'
             f'<div class="ft-row"><span>Version</span><span>v{card.version} of {card.versions}</span></div>'
             f"{tokens}"
+            + (
+                f'<div class="ft-row"><span>Owner</span><span>{escape(card.owner)}'
+                f"{' · private' if card.private else ''}</span></div>"
+                if card.owner
+                else ""
+            )
             + (f'<div class="ft-muted">{escape(card.description)}</div>' if card.description else "")
             + "</div>"
         )

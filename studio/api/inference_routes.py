@@ -26,7 +26,6 @@ from starlette.concurrency import run_in_threadpool
 from studio.api.disconnect import cancel_on_disconnect
 from studio.api.routing import StudioRoute
 from studio.api.schemas import GENERATION_ERRORS, KEYED_ERRORS, RequestBody, server_error_body
-from studio.auth import authenticate
 from studio.compare.stream import ContenderSpec, start_sides
 from studio.context import AppContext
 from studio.errors import RateLimitError, StudioError, UserError, ValidationError
@@ -455,7 +454,7 @@ async def stream(websocket: WebSocket) -> None:
     1007 for text that is not JSON, 1008 for a bad request, 1013 when the model is busy (429), 1011 for a
     server error."""
     ctx: AppContext = websocket.app.state.ctx
-    if authenticate(ctx.settings, websocket.headers, websocket.cookies) is None:
+    if ctx.users.authenticate(websocket.headers, websocket.cookies) is None:
         await websocket.close(code=4401, reason="missing or wrong API key")
         return
     await websocket.accept()

@@ -6,9 +6,13 @@ WebSocket. For each request, in this order:
 2. An ``Origin`` must be the studio's own or configured (:func:`studio.auth.origin_allowed`): else 403
    ``origin_not_allowed``. Configured origins get CORS headers; every other response loses any
    ``Access-Control-*`` header a framework added (CORS is off unless configured).
-3. With ``STUDIO_API_KEY`` set, the request must authenticate (:func:`studio.auth.authenticate`): a browser
-   asking for a page is sent to ``/login``; anything else gets 401 in the OpenAI error shape; a WebSocket is
-   closed before it is accepted. ``/login``, ``/logout`` and ``/health`` (status only) are the only open paths.
+3. With ``STUDIO_API_KEY`` set or users configured, the request must authenticate
+   (:meth:`studio.users.UserService.authenticate`): a browser asking for a page is sent to ``/login``; anything
+   else gets 401 in the OpenAI error shape; a WebSocket is closed before it is accepted. ``/login``, ``/logout``
+   and ``/health`` (status only) are the only open paths.
+3b. The principal's role must allow the request (:mod:`studio.users.roles`): REST by method and path, a Gradio
+   event by its ``api_name`` or ``fn_index`` (the permission table ``app.py`` hands in), else 403
+   ``permission_error`` (a WebSocket is closed with 4403).
 4. Body size: a request body over ``STUDIO_MAX_BODY_BYTES`` (uploads: ``STUDIO_MAX_UPLOAD_BYTES``) is refused
    with 413 before the application reads it -- by ``Content-Length`` at once, else while it streams in.
 
@@ -30,7 +34,11 @@ from typing import Any
 from urllib.parse import parse_qs, quote
 
 from studio import auth
+from studio.errors import StudioError
 from studio.settings import Settings
+from studio.users.acting import acting_as
+from studio.users.roles import WHAT, Permission, allows, rest_permission, strictest
+from studio.users.service import hf_oauth_configured
 
 log = logging.getLogger(__name__)
 
@@ -128,22 +136,64 @@ cursor:pointer}}
 .err{{color:#b42318;font-size:.9rem;margin-top:.75rem}}
 </style></head>
 <body><form method="post" action="/login" id="login-form">
-<h1>Whetstone Studio</h1><p>This studio asks for its access key (<code>STUDIO_API_KEY</code>).</p>
-<label for="key">Access key</label>
-<input id="key" name="key" type="password" autocomplete="current-password" autofocus required>
+<h1>Whetstone Studio</h1>{fields}
 <input type="hidden" name="next" value="{next}">
 <button type="submit" id="login-submit">Log in</button>
 {error}
 </form></body></html>
 """
+KEY_FIELDS = """<p>This studio asks for its access key (<code>STUDIO_API_KEY</code>).</p>
+<label for="key">Access key</label>
+<input id="key" name="key" type="password" autocomplete="current-password" autofocus required>"""
+USER_FIELDS = """<p>Sign in with your studio account.</p>
+<label for="username">User name</label>
+<input id="username" name="username" type="text" autocomplete="username" autofocus required
+style="width:100%;box-sizing:border-box;padding:.6rem .7rem;border:1px solid #c9d1d9;border-radius:6px;font-size:1rem;
+margin-bottom:.75rem">
+<label for="key">Password</label>
+<input id="key" name="password" type="password" autocomplete="current-password" required>{hf}"""
+HF_LINK = """<p style="margin-top:1rem"><a id="login-hf" href="/login/huggingface">Sign in with Hugging Face</a></p>"""
+
+GradioPermission = Callable[[str | None, int | None], Permission]
+GRADIO_PREFIX = "/gradio_api"
+# Gradio's POST routes that run an event (checked by its name or fn_index) or serve the page's own machinery
+GRADIO_MACHINERY = frozenset(
+    {
+        "queue",
+        "run",
+        "api",
+        "call",
+        "cancel",
+        "reset",
+        "stream",
+        "component_server",
+        "upload",
+        "process_recording",
+        "run-history",
+        "heartbeat",
+    }
+)
 
 
 class SecurityMiddleware:
     """See the module docstring. ``settings`` are read once (restart to change the key or the limits)."""
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(
+        self, app: ASGIApp, settings: Settings, users: Any = None, gradio_permission: GradioPermission | None = None
+    ) -> None:
         self.app = app
         self.settings = settings
+        self.users = users  # studio.users.UserService (None: the single-user check alone)
+        self.gradio_permission = gradio_permission
+
+    def _authenticate(self, headers: dict[str, str]) -> auth.Principal | None:
+        if self.users is not None:
+            return self.users.authenticate(headers, _cookies(headers))  # type: ignore[no-any-return]
+        return auth.authenticate(self.settings, headers, _cookies(headers))
+
+    @property
+    def _users_on(self) -> bool:
+        return self.users is not None and bool(self.users.enabled())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope.get("type")
@@ -193,19 +243,77 @@ class SecurityMiddleware:
         if kind == "http" and path in ("/login", "/logout"):
             await self._login_routes(scope, receive, send, headers)
             return
-        principal = auth.authenticate(self.settings, headers, _cookies(headers))
+        if self._hf_login_path(path):
+            await self.app(scope, receive, send)  # Gradio's OAuth routes (a Space with hf_oauth) sign users in
+            return
+        principal = await asyncio.to_thread(self._authenticate, headers)
         if principal is None and path not in OPEN_PATHS:
             await self._unauthenticated(scope, receive, send, headers)
             return
         scope[PRINCIPAL_KEY] = principal
 
         send = self._wrap_send(send, origin if cross_origin else None)
+        body: bytes | None = None
         if kind == "http" and scope.get("method") in BODY_METHODS:
             receive_or_none = await self._limit_body(scope, receive, send, headers)
             if receive_or_none is None:
                 return
             receive = receive_or_none
-        await self.app(scope, receive, send)
+            body = getattr(receive, "body", None)
+        if principal is not None and principal.role != "admin" and path not in OPEN_PATHS:
+            needed = self._permission(scope, path, body)
+            if not allows(principal.role, needed):
+                await self._forbidden(scope, receive, send, principal, needed)
+                return
+        with acting_as(principal):  # the route (and the threads it starts work in) see who asks
+            await self.app(scope, receive, send)
+
+    # -- roles -----------------------------------------------------------------------------------------------
+    @staticmethod
+    def _hf_login_path(path: str) -> bool:
+        return path in ("/login/huggingface", "/login/callback") and hf_oauth_configured()
+
+    def _permission(self, scope: Scope, path: str, body: bytes | None) -> Permission:
+        method = "WS" if scope["type"] == "websocket" else str(scope.get("method", "GET"))
+        if path.startswith(("/v1/", "/api/")):
+            return rest_permission(method, path)
+        if self.gradio_permission is None:
+            return Permission.READ if method in ("GET", "HEAD") else Permission.WRITE
+        needed = [Permission.READ]
+        at = path.find(GRADIO_PREFIX + "/")
+        parts = path[at + len(GRADIO_PREFIX) + 1 :].split("/") if at >= 0 else []
+        if len(parts) >= 2 and parts[0] in ("run", "api", "call"):  # /run|api|call/<name>, /call/v2/<name>
+            name = parts[2] if parts[0] == "call" and parts[1] == "v2" and len(parts) >= 3 else parts[1]
+            needed.append(self.gradio_permission(name, None))
+        if method == "POST" and at >= 0:
+            # Gradio runs the event a body's fn_index names, whatever the path says (queue/join, run, api)
+            try:
+                fn_index = json.loads(body or b"{}").get("fn_index")
+            except (ValueError, AttributeError):
+                fn_index = None
+            if fn_index is not None:
+                needed.append(self.gradio_permission(None, fn_index if isinstance(fn_index, int) else -1))
+            elif path.endswith(f"{GRADIO_PREFIX}/queue/join"):
+                needed.append(self.gradio_permission(None, -1))  # joins without an event: unknown, admins only
+        if path.endswith(f"{GRADIO_PREFIX}/upload"):
+            needed.append(Permission.CHAT)  # files for a chat or a form; the event that uses them is checked too
+        elif method not in ("GET", "HEAD") and (at < 0 or not parts or parts[0] not in GRADIO_MACHINERY):
+            needed.append(Permission.ADMIN)  # any other change (Gradio's vibe-edit of the app's code, ...): admins
+        if len(needed) > 1:
+            return strictest(*needed)
+        return Permission.READ  # pages, assets, config, queue data, heartbeats, cancel: the UI's machinery
+
+    async def _forbidden(
+        self, scope: Scope, receive: Receive, send: Send, principal: auth.Principal, needed: Permission
+    ) -> None:
+        message = (
+            f"{principal.name} is a {principal.role} and may not {WHAT[needed]} (needs the '{needed.value}' "
+            "permission): ask an admin for another role"
+        )
+        if scope["type"] == "websocket":
+            await _reject_websocket(receive, send, 4403, message)
+            return
+        await _respond(send, 403, error_body(message, error_type="permission_error", code="forbidden"))
 
     # -- authentication ------------------------------------------------------------------------------------
     async def _unauthenticated(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]) -> None:
@@ -241,16 +349,25 @@ class SecurityMiddleware:
     async def _login_routes(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]) -> None:
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         key = self.settings.api_key
+        users_on = await asyncio.to_thread(lambda: self._users_on)
         if scope["path"] == "/logout":
-            extra = [("location", "/login" if key else "/"), self._cookie_header("", headers, scope, max_age=0)]
+            extra = [
+                ("location", "/login" if key or users_on else "/"),
+                self._cookie_header("", headers, scope, max_age=0),
+            ]
+            if hf_oauth_configured():  # forget a Hugging Face sign-in too (Gradio's OAuth session cookie)
+                extra.append(("set-cookie", "session=; Path=/; Max-Age=0; HttpOnly; SameSite=None; Secure"))
             await _respond(send, 303, b"", content_type="text/plain", extra=extra)
             return
-        if not key:  # nothing to log in to
+        if not key and not users_on:  # nothing to log in to
             await _respond(send, 303, b"", content_type="text/plain", extra=[("location", "/")])
             return
+        fields = KEY_FIELDS
+        if users_on:
+            fields = USER_FIELDS.format(hf=HF_LINK if hf_oauth_configured() else "")
         method = scope.get("method")
         if method in ("GET", "HEAD"):
-            page = LOGIN_PAGE.format(next=html.escape(_safe_next(query.get("next", ["/"])[0])), error="")
+            page = LOGIN_PAGE.format(fields=fields, next=html.escape(_safe_next(query.get("next", ["/"])[0])), error="")
             await _respond(send, 200, page.encode(), content_type="text/html; charset=utf-8")
             return
         if method != "POST":
@@ -270,17 +387,54 @@ class SecurityMiddleware:
             if not message.get("more_body"):
                 break
         form = parse_qs(raw.decode("utf-8", errors="replace"))
-        offered = form.get("key", [""])[0]
         target = _safe_next(form.get("next", ["/"])[0])
+        if users_on:
+            await self._user_sign_in(scope, send, headers, form, target, fields)
+            return
+        assert key is not None
+        offered = form.get("key", [""])[0]
         if offered and auth.key_matches(key, offered):
             cookie = self._cookie_header(auth.make_session_token(key), headers, scope, max_age=auth.SESSION_TTL_S)
             await _respond(send, 303, b"", content_type="text/plain", extra=[("location", target), cookie])
             return
         await asyncio.sleep(LOGIN_FAILURE_DELAY_S)  # slows down guessing
         page = LOGIN_PAGE.format(
-            next=html.escape(target), error='<div class="err" id="login-error">Wrong key. Try again.</div>'
+            fields=fields,
+            next=html.escape(target),
+            error='<div class="err" id="login-error">Wrong key. Try again.</div>',
         )
         await _respond(send, 401, page.encode(), content_type="text/html; charset=utf-8")
+
+    async def _user_sign_in(
+        self, scope: Scope, send: Send, headers: dict[str, str], form: dict[str, list[str]], target: str, fields: str
+    ) -> None:
+        name = form.get("username", [""])[0]
+        password = form.get("password", [""])[0]
+        client = scope.get("client") or ("?", 0)
+        ip = str(client[0])
+        users = self.users
+        try:
+            user = await asyncio.to_thread(users.sign_in, name, password, ip=ip)
+            cookie_value = await asyncio.to_thread(users.session_cookie, user.id)
+        except StudioError as exc:
+            status, extra = exc.status_code, []
+            if exc.status_code == 401:
+                await asyncio.sleep(LOGIN_FAILURE_DELAY_S)  # slows down guessing
+                shown = "Wrong user name or password. Try again."
+            else:
+                shown = exc.message
+                retry = getattr(exc, "retry_after", None)
+                if retry is not None:
+                    extra.append(("retry-after", str(max(1, int(retry) + 1))))
+            page = LOGIN_PAGE.format(
+                fields=fields,
+                next=html.escape(target),
+                error=f'<div class="err" id="login-error">{html.escape(shown)}</div>',
+            )
+            await _respond(send, status, page.encode(), content_type="text/html; charset=utf-8", extra=extra)
+            return
+        cookie = self._cookie_header(cookie_value, headers, scope, max_age=auth.SESSION_TTL_S)
+        await _respond(send, 303, b"", content_type="text/plain", extra=[("location", target), cookie])
 
     # -- CORS ------------------------------------------------------------------------------------------------
     async def _preflight(self, send: Send, origin: str, headers: dict[str, str]) -> None:
@@ -359,17 +513,22 @@ class SecurityMiddleware:
             chunks.append(chunk)
             if not message.get("more_body"):
                 break
-        replayed = False
-        body = b"".join(chunks)
+        return _Replay(b"".join(chunks), receive)
 
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()  # later calls wait for the disconnect, as the server's own receive does
 
-        return replay
+class _Replay:
+    """A ``receive`` that hands the app the body the middleware read (``.body``), then the server's own."""
+
+    def __init__(self, body: bytes, receive: Receive) -> None:
+        self.body = body
+        self._receive = receive
+        self._replayed = False
+
+    async def __call__(self) -> Message:
+        if not self._replayed:
+            self._replayed = True
+            return {"type": "http.request", "body": self.body, "more_body": False}
+        return await self._receive()  # later calls wait for the disconnect, as the server's own receive does
 
 
 def principal_of(scope: Scope) -> auth.Principal | None:

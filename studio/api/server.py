@@ -15,16 +15,35 @@ from starlette.requests import HTTPConnection
 from studio import __version__
 from studio.api.routing import StudioRoute, server_bug_response
 from studio.api.schemas import ErrorResponse
+from studio.api.security import PRINCIPAL_KEY, principal_of
+from studio.auth import Principal
 from studio.context import AppContext
-from studio.errors import AuthenticationError, RateLimitError, StudioError
+from studio.errors import AuthenticationError, ForbiddenError, RateLimitError, StudioError
+from studio.users.roles import WHAT, allows, rest_permission
+
+
+def request_principal(conn: HTTPConnection) -> Principal | None:
+    """Who sent the request: what the front door found, else the same check run here (the REST app alone)."""
+    found = principal_of(conn.scope)
+    if found is None:
+        found = conn.app.state.ctx.users.authenticate(conn.headers, conn.cookies)
+        if found is not None:
+            conn.scope[PRINCIPAL_KEY] = found
+    return found
 
 
 def _require_key(request: HTTPConnection) -> None:
-    """The REST routes' own check (the front-door middleware runs the same one when the full app serves)."""
-    from studio.auth import authenticate
-
-    if authenticate(request.app.state.ctx.settings, request.headers, request.cookies) is None:
-        raise AuthenticationError("missing or wrong API key: send 'Authorization: Bearer <STUDIO_API_KEY>'")
+    """The REST routes' own check (the front-door middleware runs the same one when the full app serves): who the
+    request is from, and that their role allows it."""
+    principal = request_principal(request)
+    if principal is None:
+        raise AuthenticationError("missing or wrong API key: send 'Authorization: Bearer <STUDIO_API_KEY or token>'")
+    needed = rest_permission(request.scope.get("method", "GET"), request.scope.get("path", ""))
+    if not allows(principal.role, needed):
+        raise ForbiddenError(
+            f"{principal.name} is a {principal.role} and may not {WHAT[needed]}: ask an admin for another role",
+            code="forbidden",
+        )
 
 
 def _require_key_http(conn: HTTPConnection) -> None:
@@ -145,9 +164,7 @@ def create_api(ctx: AppContext) -> FastAPI:
     @app.get("/health", tags=["studio"])
     def health(request: Request) -> dict[str, Any]:
         """Liveness for anyone (load balancers, Docker); version and loaded models only for authenticated callers."""
-        from studio.auth import authenticate
-
-        if authenticate(ctx.settings, request.headers, request.cookies) is None:
+        if request_principal(request) is None:
             return {"status": "ok"}
         return {"status": "ok", "version": __version__, "loaded": [i.model_id for i in ctx.engines.loaded()]}
 

@@ -4,6 +4,12 @@ Everything a battle needs to become a preference pair later is stored when its r
 chats each side answered, both replies, both contenders, the sampling parameters, the figures, the time);
 the vote fills in ``winner`` and ``note``. In blind mode the contenders' names stay in server-side state
 (:class:`BlindBattle`) and in the database until the vote: the browser only ever sees "Model A" and "Model B".
+
+Battles belong to the user who ran them (issue 19): ``Battle.user_id`` is the signed-in user's id (None for the single
+user, the CLI and jobs). With users, :func:`get_battle`, :func:`cast_vote`, :func:`batch_battles` and
+:func:`next_unvoted` see only the signed-in user's own battles -- another user's battle is not found, as if it did
+not exist -- while the single user sees every battle. The leaderboard and the preference export
+(``studio.compare.leaderboard``, ``studio.compare.export``) read the whole team's votes.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from studio.compare.stream import (
     ContenderSpec,
@@ -34,6 +40,7 @@ from studio.inference.manager import EngineManager
 from studio.inference.params import SamplingParams
 from studio.inference.stats import GenerationResult
 from studio.settings import BUNDLED_MODEL_ID, Settings
+from studio.users.acting import current_user_id
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +112,8 @@ def record_battle(
     batch_id: str | None = None,
     position: int = 0,
 ) -> Battle:
-    """Store a battle whose two replies are complete (``winner`` stays None until a vote)."""
+    """Store a battle whose two replies are complete (``winner`` stays None until a vote), as the signed-in
+    user's (``user_id``; None for the single user)."""
     prompt = next((m.content for m in reversed(conversations[0]) if m.role == "user"), "")
     battle = Battle(
         mode=mode,
@@ -125,10 +133,25 @@ def record_battle(
         stats_b=results[1].stats.to_dict(),
         use_case=use_case or None,
         tags=[t for t in tags if t],
+        user_id=current_user_id(),
     )
     with db.session() as session:
         session.add(battle)
     return battle
+
+
+def _mine(stmt: Any) -> Any:
+    """Only the signed-in user's battles; every battle for the single user, the CLI and jobs."""
+    owner = current_user_id()
+    return stmt if owner is None else stmt.where(col(Battle.user_id) == owner)
+
+
+def _own_battle(session: Session, battle_id: str) -> Battle:
+    """The battle ``battle_id`` if the signed-in user may see it; another user's battle is not found."""
+    battle = session.exec(_mine(select(Battle).where(col(Battle.id) == battle_id))).first()
+    if battle is None:
+        raise NotFoundError(f"battle {battle_id!r} not found", param="battle_id")
+    return battle  # type: ignore[no-any-return]
 
 
 def parse_tags(text: str | Sequence[str] | None) -> list[str]:
@@ -299,7 +322,8 @@ def blind_battle(
 
 def cast_vote(db: Database, battle_id: str, winner: str, note: str = "") -> Battle:
     """Record the verdict on a battle (a, b, tie or both_bad, plus an optional note); returns the battle with
-    its contenders' names (the reveal). A battle takes one vote: a second raises ``ConflictError``."""
+    its contenders' names (the reveal). A battle takes one vote: a second raises ``ConflictError``. Only the user
+    who ran a battle votes on it: another user's battle raises ``NotFoundError``."""
     verdict = VOTE_CHOICES.get(winner, winner)
     if verdict not in WINNERS:
         raise ValidationError(
@@ -308,9 +332,7 @@ def cast_vote(db: Database, battle_id: str, winner: str, note: str = "") -> Batt
     if len(note or "") > MAX_NOTE:
         raise ValidationError(f"the note has {len(note)} characters; at most {MAX_NOTE}", param="note")
     with db.session() as session:
-        battle = session.get(Battle, battle_id)
-        if battle is None:
-            raise NotFoundError(f"battle {battle_id!r} not found", param="battle_id")
+        battle = _own_battle(session, battle_id)
         if battle.winner is not None:
             raise ConflictError(f"battle {battle_id} already has a vote ({battle.winner})", param="battle_id")
         battle.winner = verdict
@@ -321,12 +343,9 @@ def cast_vote(db: Database, battle_id: str, winner: str, note: str = "") -> Batt
 
 
 def get_battle(db: Database, battle_id: str) -> Battle:
-    """One battle by id."""
+    """One of the signed-in user's battles by id (any battle for the single user)."""
     with db.session() as session:
-        battle = session.get(Battle, battle_id)
-    if battle is None:
-        raise NotFoundError(f"battle {battle_id!r} not found", param="battle_id")
-    return battle
+        return _own_battle(session, battle_id)
 
 
 def reveal_text(battle: Battle) -> str:
@@ -394,9 +413,10 @@ def run_batch(
 
 
 def batch_battles(db: Database, batch_id: str) -> list[Battle]:
-    """A batch's battles in prompt order."""
+    """A batch's battles in prompt order (another user's batch is not found)."""
     with db.session() as session:
-        rows = session.exec(select(Battle).where(col(Battle.batch_id) == batch_id).order_by(col(Battle.position))).all()
+        stmt = _mine(select(Battle).where(col(Battle.batch_id) == batch_id))
+        rows = session.exec(stmt.order_by(col(Battle.position))).all()
     if not rows:
         raise NotFoundError(f"batch {batch_id!r} not found", param="batch_id")
     return list(rows)

@@ -1,5 +1,8 @@
 """The leaderboard: Bradley–Terry ratings with bootstrap intervals, online Elo, battle counts and the win-rate
-matrix (a plotly heat map), from voted battles, optionally filtered by use case or tag."""
+matrix (a plotly heat map), from voted battles, optionally filtered by use case or tag.
+
+The leaderboard is the team's: it counts every user's votes, while each user sees and votes on only their own
+battles (``studio.compare.battles``)."""
 
 from __future__ import annotations
 
@@ -19,7 +22,8 @@ COLUMNS = ["Rank", "Model", "Rating (BT)", "95% CI", "Elo", "Battles", "Wins", "
 
 
 def voted_battles(db: Database, use_case: str | None = None, tag: str | None = None) -> list[Battle]:
-    """Voted battles in time order; ``use_case``/``tag`` keep only battles labelled so (empty = all)."""
+    """Voted battles in time order, every user's (the leaderboard and the preference export are the team's);
+    ``use_case``/``tag`` keep only battles labelled so (empty = all)."""
     with db.session() as session:
         stmt = select(Battle).where(col(Battle.winner).is_not(None))
         if use_case:

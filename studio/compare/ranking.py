@@ -1,5 +1,12 @@
 """Ranking annotation (RLHF feedback): candidates for a prompt, annotators who order or score them, their
-history and their agreement (:mod:`studio.compare.agreement` explains the measures)."""
+history and their agreement (:mod:`studio.compare.agreement` explains the measures).
+
+Who an annotator is (issue 19): with users, the annotator is the signed-in user -- every function here that takes
+an annotator name ignores it and records, reads and looks up the user's own :class:`Annotator` (named after the
+user, ``user_id`` set), so no one judges or reads history under another name. The single user (no users configured,
+the operator key, the CLI) types a free-text annotator name as before. Items and the agreement report are shared
+by the whole team.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +14,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
+from studio.auth import Principal
 from studio.compare.agreement import agreement_by_annotator, pairwise_preferences
 from studio.compare.defaults import compare_defaults
 from studio.compare.stream import ContenderSpec, start_sides
 from studio.compare.tables import Annotator, RankingAnnotation, RankingItem
 from studio.db.engine import Database
-from studio.errors import GenerationError, NotFoundError, ValidationError
+from studio.errors import ConflictError, GenerationError, NotFoundError, ValidationError
 from studio.inference.base import ChatMessage
 from studio.inference.manager import EngineManager
 from studio.inference.params import SamplingParams
+from studio.users.acting import current_principal
 
 
 def generate_candidates(
@@ -80,16 +89,52 @@ def _check_name(name: str) -> str:
     return text
 
 
+def _signed_in() -> Principal | None:
+    """The signed-in user (None for the single user, the operator key, the CLI and jobs: no user behind them)."""
+    principal = current_principal()
+    return principal if principal is not None and principal.user_id else None
+
+
+def signed_in_annotator() -> str | None:
+    """The signed-in user's name, which is their annotator name (None for the single user: names are typed)."""
+    user = _signed_in()
+    return user.name if user is not None else None
+
+
+def annotator_name(typed: str) -> str:
+    """The name a judgement is recorded under: the signed-in user's (``typed`` is ignored), else ``typed``."""
+    return signed_in_annotator() or _check_name(typed)
+
+
+def _find_annotator(session: Session, typed: str) -> Annotator | None:
+    user = _signed_in()
+    if user is None:
+        return session.exec(select(Annotator).where(col(Annotator.name) == _check_name(typed))).first()
+    return session.exec(select(Annotator).where(col(Annotator.user_id) == user.user_id)).first()
+
+
 def get_annotator(db: Database, name: str, *, create: bool = True) -> Annotator:
-    """The annotator called ``name`` (created on first use unless ``create`` is False)."""
-    text = _check_name(name)
+    """The annotator called ``name`` (created on first use unless ``create`` is False). With users it is the
+    signed-in user's annotator, named after the user and linked by ``user_id``, whatever ``name`` says; an
+    annotator of the user's name typed before there were users becomes the user's."""
+    user = _signed_in()
+    text = annotator_name(name)
     with db.session() as session:
-        found = session.exec(select(Annotator).where(col(Annotator.name) == text)).first()
+        found = _find_annotator(session, name)
+        if found is None and user is not None:
+            found = session.exec(select(Annotator).where(col(Annotator.name) == text)).first()
+            if found is not None and found.user_id is not None:
+                raise ConflictError(  # a removed user's judgements keep their name
+                    f"the annotator name {text!r} already holds another user's judgements", param="annotator"
+                )
+            if found is not None:
+                found.user_id = user.user_id
+                session.add(found)
         if found is not None:
             return found
         if not create:
             raise NotFoundError(f"no annotator called {text!r} yet", param="annotator")
-        annotator = Annotator(name=text)
+        annotator = Annotator(name=text, user_id=user.user_id if user is not None else None)
         session.add(annotator)
         session.flush()
         return annotator
@@ -114,7 +159,8 @@ def submit_annotation(
     note: str = "",
 ) -> RankingAnnotation:
     """Store ``annotator``'s judgement of an item: ``order`` (0-based candidate indices, best first) or
-    ``scores`` (one per candidate, 1-7). A second judgement of the same item by the same person replaces it."""
+    ``scores`` (one per candidate, 1-7). A second judgement of the same item by the same person replaces it.
+    With users the judgement is the signed-in user's, whatever ``annotator`` says (see :func:`get_annotator`)."""
     item = get_item(db, item_id)
     n = len(item.candidates)
     limits = compare_defaults().ranking
@@ -164,10 +210,10 @@ def order_from_ranks(ranks: Sequence[int | str | None]) -> list[int]:
 
 
 def next_item_for(db: Database, annotator: str) -> RankingItem | None:
-    """The oldest item this annotator has not judged yet (others' items included: shared items give agreement)."""
-    name = _check_name(annotator)
+    """The oldest item this annotator (with users: the signed-in user) has not judged yet (others' items
+    included: shared items give agreement)."""
     with db.session() as session:
-        person = session.exec(select(Annotator).where(col(Annotator.name) == name)).first()
+        person = _find_annotator(session, annotator)
         done: set[str] = set()
         if person is not None:
             done = set(
@@ -201,14 +247,16 @@ HISTORY_COLUMNS = ["When (UTC)", "Item", "Prompt", "Kind", "Judgement", "Note"]
 
 
 def annotator_history(db: Database, annotator: str) -> list[HistoryRow]:
-    """Every judgement of ``annotator``, newest first (empty for a name that has none)."""
-    name = _check_name(annotator)
+    """Every judgement of ``annotator`` (with users: the signed-in user's), newest first (empty for an annotator
+    who has none)."""
     with db.session() as session:
+        person = _find_annotator(session, annotator)
+        if person is None:
+            return []
         rows = session.exec(
             select(RankingAnnotation, RankingItem)
-            .join(Annotator, col(Annotator.id) == col(RankingAnnotation.annotator_id))
             .join(RankingItem, col(RankingItem.id) == col(RankingAnnotation.item_id))
-            .where(col(Annotator.name) == name)
+            .where(col(RankingAnnotation.annotator_id) == person.id)
             .order_by(col(RankingAnnotation.created_at).desc())
         ).all()
     out = []

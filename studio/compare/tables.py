@@ -48,6 +48,7 @@ class Battle(SQLModel, table=True):
     voted_at: datetime | None = None
     use_case: str | None = Field(default=None, index=True, max_length=128)
     tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    user_id: str | None = Field(default=None, index=True, max_length=32)  # migration 9: who ran it (and voted)
 
 
 class Annotator(SQLModel, table=True):
@@ -58,6 +59,7 @@ class Annotator(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(unique=True, max_length=100)
     created_at: datetime = Field(default_factory=utcnow)
+    user_id: str | None = Field(default=None, max_length=32)  # migration 9: the signed-in user behind the name
 
 
 class RankingItem(SQLModel, table=True):

@@ -77,6 +77,8 @@ class DatasetCard(BaseModel):
     created_at: datetime
     updated_at: datetime
     token_stats: TokenStats | None = None
+    owner: str = ""  # the user who made it ("" before users existed, or the single user)
+    private: bool = False  # only its owner and admins see it
 
 
 class DatasetPreview(BaseModel):

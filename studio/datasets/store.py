@@ -58,6 +58,8 @@ from studio.db.engine import Database
 from studio.db.tables import Dataset, DatasetVersion, new_id, utcnow
 from studio.errors import ConflictError, NotFoundError, ServerError, ValidationError
 from studio.settings import Settings
+from studio.users.acting import current_user_id
+from studio.users.ownership import check_owner, user_names, visible
 
 log = logging.getLogger(__name__)
 
@@ -284,11 +286,15 @@ class DatasetStore:
 
         return from_conversations(self, conversation_ids, name, description, on_invalid)
 
-    def _find(self, name: str, session: Session | None = None) -> Dataset | None:
+    def _find(self, name: str, session: Session | None = None, *, anyones: bool = False) -> Dataset | None:
+        """The dataset called ``name`` if the current user may see it (``anyones``: even another's private one)."""
+        stmt = select(Dataset).where(col(Dataset.name) == name)
+        if not anyones:
+            stmt = visible(stmt, Dataset.owner_id, Dataset.private)
         if session is None:
             with self.db.session() as own:
-                return own.exec(select(Dataset).where(col(Dataset.name) == name)).first()
-        return session.exec(select(Dataset).where(col(Dataset.name) == name)).first()
+                return own.exec(stmt).first()
+        return session.exec(stmt).first()
 
     def _commit(
         self,
@@ -305,12 +311,13 @@ class DatasetStore:
         data = content_bytes(examples)
         digest = content_hash(data)
         with self.db.session() as session:
-            found = self._find(name, session)
+            found = self._find(name, session, anyones=True)
             if found is not None:
                 self._check_kind(found, kind)
                 same = self._by_hash(session, found.id, digest)
                 if same is not None:
                     return DatasetPublic.model_validate(found), DatasetVersionPublic.model_validate(same), False
+                check_owner(f"dataset {name!r}", found.owner_id, self.db)  # before any file is written
             dataset_id = found.id if found is not None else new_id()
         folder = self.root / dataset_id
         folder_existed = folder.exists()
@@ -318,11 +325,17 @@ class DatasetStore:
         created_file = _write_atomic(path, data)
         try:
             with self.db.session() as session:
-                dataset = self._find(name, session)
+                dataset = self._find(name, session, anyones=True)
                 if dataset is None:
                     if found is not None:
                         raise ConflictError(f"dataset {name!r} was deleted while this version was being written")
-                    dataset = Dataset(id=dataset_id, name=name, description=description.strip(), kind=kind)
+                    dataset = Dataset(
+                        id=dataset_id,
+                        name=name,
+                        description=description.strip(),
+                        kind=kind,
+                        owner_id=current_user_id(),
+                    )
                     session.add(dataset)
                     session.flush()
                 elif dataset.id != dataset_id:
@@ -333,6 +346,7 @@ class DatasetStore:
                     )
                 else:
                     self._check_kind(dataset, kind)
+                    check_owner(f"dataset {name!r}", dataset.owner_id, self.db)  # a new version changes it
                     same = self._by_hash(session, dataset.id, digest)
                     if same is not None:  # written by a concurrent import meanwhile: same bytes, same file
                         created_file = False
@@ -537,10 +551,11 @@ class DatasetStore:
                 ).all()
             )
             rows = session.exec(
-                select(Dataset, DatasetVersion)
+                visible(select(Dataset, DatasetVersion), Dataset.owner_id, Dataset.private)
                 .join(DatasetVersion, col(DatasetVersion.id) == col(Dataset.latest_version_id))
                 .order_by(col(Dataset.updated_at).desc())
             ).all()
+            owners = user_names(self.db) if any(d.owner_id for d, _v in rows) else {}
             cards: list[DatasetCard] = []
             for dataset, version in rows:
                 tokens = version.stats.get("tokens")
@@ -562,14 +577,29 @@ class DatasetStore:
                         created_at=dataset.created_at,
                         updated_at=dataset.updated_at,
                         token_stats=TokenStats.model_validate(tokens) if tokens else None,
+                        owner=owners.get(dataset.owner_id or "", ""),
+                        private=dataset.private,
                     )
                 )
             return cards
 
+    def set_private(self, name: str, private: bool) -> DatasetPublic:
+        """Hide a dataset from the rest of the team (its owner and admins still see it), or share it again."""
+        with self.db.session() as session:
+            dataset = self._find(name, session)
+            if dataset is None:
+                raise self._not_found(session, name)
+            check_owner(f"dataset {name!r}", dataset.owner_id, self.db)
+            dataset.private = bool(private)
+            session.add(dataset)
+            session.flush()
+            return DatasetPublic.model_validate(dataset)
+
     def names(self) -> list[str]:
         """Every dataset name, sorted (for pickers)."""
         with self.db.session() as session:
-            return list(session.exec(select(Dataset.name).order_by(col(Dataset.name))).all())
+            stmt = visible(select(Dataset.name), Dataset.owner_id, Dataset.private)
+            return list(session.exec(stmt.order_by(col(Dataset.name))).all())
 
     def delete(self, name: str) -> None:
         """Delete a dataset, all its versions and their files."""
@@ -577,6 +607,7 @@ class DatasetStore:
             dataset = self._find(name, session)
             if dataset is None:
                 raise self._not_found(session, name)
+            check_owner(f"dataset {name!r}", dataset.owner_id, self.db)
             dataset_id = dataset.id
             session.exec(delete(DatasetVersion).where(col(DatasetVersion.dataset_id) == dataset_id))
             session.delete(dataset)

@@ -106,6 +106,30 @@ def _deployments(conn: Connection) -> None:
     SQLModel.metadata.create_all(conn, tables=[Deployment.__table__])  # type: ignore[attr-defined]
 
 
+def _add_column(conn: Connection, table: str, column: str, ddl: str) -> None:
+    if column not in {c["name"] for c in inspect(conn).get_columns(table)}:
+        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
+
+
+def _users(conn: Connection) -> None:
+    # imported here: the user tables live in their own package and register on SQLModel.metadata when imported
+    from studio.users.tables import USER_TABLES
+
+    SQLModel.metadata.create_all(conn, tables=[t.__table__ for t in USER_TABLES])  # type: ignore[attr-defined,union-attr]
+    # who owns what (NULL: made before users existed, or by the single user: shared)
+    _add_column(conn, "conversation", "owner_id", "VARCHAR(32)")
+    _add_column(conn, "request_log", "user_id", "VARCHAR(32)")
+    _add_column(conn, "job", "owner_id", "VARCHAR(32)")
+    _add_column(conn, "job", "private", "BOOLEAN NOT NULL DEFAULT FALSE")
+    _add_column(conn, "dataset", "owner_id", "VARCHAR(32)")
+    _add_column(conn, "dataset", "private", "BOOLEAN NOT NULL DEFAULT FALSE")
+    _add_column(conn, "compare_battle", "user_id", "VARCHAR(32)")
+    _add_column(conn, "compare_annotator", "user_id", "VARCHAR(32)")
+    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_conversation_owner_id ON conversation (owner_id)"))
+    for table, column in (("job", "owner_id"), ("dataset", "owner_id"), ("compare_battle", "user_id")):
+        conn.execute(text(f"CREATE INDEX IF NOT EXISTS ix_{table}_{column} ON {table} ({column})"))
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "request log", _initial),
     Migration(2, "playground conversations", _conversations),
@@ -115,6 +139,7 @@ MIGRATIONS: list[Migration] = [
     Migration(6, "eval samples: every generation of an eval run with its scores", _eval_samples),
     Migration(7, "audit generations: each reply of a bias audit, its scores and review", _audit_generations),
     Migration(8, "deployments: serving processes and remote endpoints", _deployments),
+    Migration(9, "users, API tokens, audit log; owners of conversations, jobs, datasets, battles, log rows", _users),
 ]
 
 

@@ -48,6 +48,7 @@ class RequestLog(SQLModel, table=True):
     finish_reason: str = Field(default="", max_length=32)
     error: str | None = None
     safety: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))  # migration 4
+    user_id: str | None = Field(default=None, max_length=32)  # migration 9: who asked (None: the single user)
 
 
 class Conversation(SQLModel, table=True):
@@ -61,6 +62,7 @@ class Conversation(SQLModel, table=True):
     use_case: str | None = Field(default=None, index=True, max_length=128)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow, index=True)  # the history lists newest first
+    owner_id: str | None = Field(default=None, index=True, max_length=32)  # migration 9 (None: the single user's)
 
 
 class ConversationMessage(SQLModel, table=True):
@@ -94,6 +96,8 @@ class Dataset(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow, index=True)
     latest_version_id: str | None = Field(default=None, max_length=32)
+    owner_id: str | None = Field(default=None, index=True, max_length=32)  # migration 9: who made it
+    private: bool = False  # migration 9: only its owner (and admins) see it
 
 
 class DatasetVersion(SQLModel, table=True):
@@ -160,6 +164,8 @@ class Job(SQLModel, table=True):
     tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     favourite: bool = False
     archived: bool = False
+    owner_id: str | None = Field(default=None, index=True, max_length=32)  # migration 9: who submitted it
+    private: bool = False  # migration 9: only its owner (and admins) see it
 
 
 class JobMetric(SQLModel, table=True):

@@ -25,6 +25,7 @@ from studio.db.tables import Job, JobMetric
 from studio.errors import ValidationError
 from studio.jobs import queue
 from studio.settings import Settings
+from studio.users.ownership import check_owner
 
 EXPERIMENT_KINDS: tuple[str, ...] = ("finetune", "eval")
 EXPERIMENT_COLUMNS = ("id", "kind", "name", "state", "tags", "favourite", "archived", "created")
@@ -107,6 +108,7 @@ def _update(db: Database, job_id: str, **values: Any) -> Job:
     job = queue.get_job(db, job_id)
     if job.kind not in EXPERIMENT_KINDS:
         raise ValidationError(f"job {job.id} is a {job.kind} job, not an experiment", param="id")
+    check_owner(f"run {job.id}", job.owner_id, db)
     with db.engine.begin() as conn:
         conn.execute(update(Job.__table__).where(Job.__table__.c.id == job.id).values(**values))  # type: ignore[attr-defined]
     return queue.get_job(db, job.id)

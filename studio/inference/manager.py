@@ -39,6 +39,7 @@ from studio.models.registry import ModelEntry, ModelRegistry
 from studio.monitor import LoadEstimate, estimate_load, release_memory
 from studio.safety.service import SafetyReport, SafetyService, check_prompt, guard_stream
 from studio.settings import Settings
+from studio.users.acting import current_principal
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class FinishedGeneration:
     result: GenerationResult
     error: str | None
     alias: str | None = None
+    user_id: str | None = None  # the signed-in user who asked (None: the single user, the CLI, a job)
 
 
 class _Handoff(queue.Queue[object]):
@@ -175,6 +177,8 @@ class EngineManager:
         # answers name alias files as $STUDIO_HOME/aliases/x.yaml, never by their absolute path
         self.resolver = AliasResolver(AliasStore(settings.home / "aliases", label="$STUDIO_HOME/aliases"), registry)
         self.on_finish = on_finish
+        # the signed-in user's concurrent-generation quota: takes a place (or raises 429), returns its release
+        self.user_gate: Callable[[Any], Callable[[], None] | None] | None = None
         self._engines: dict[str, Engine] = {}
         self._gates: dict[str, EngineGate] = {}
         self._load_locks: dict[str, threading.Lock] = {}
@@ -782,7 +786,15 @@ class EngineManager:
         alias_name = resolved.alias.alias if resolved.alias is not None else entry.id
         cp = resolved.alias.context_params if resolved.alias else None
         # 429 here, before anything streams; an alias made for n_parallel streams runs that many at once
-        ticket = self.admission.admit(self._admission_key(resolved), cp.n_parallel if cp else None)
+        principal = current_principal()
+        user_slot = self.user_gate(principal) if self.user_gate is not None else None  # the user's quota: 429
+        try:
+            ticket = self.admission.admit(self._admission_key(resolved), cp.n_parallel if cp else None)
+        except BaseException:
+            if user_slot is not None:
+                user_slot()
+            raise
+        user_id = principal.user_id if principal is not None else None
         handle = GenerationHandle(uuid.uuid4().hex, entry.id, threading.Event(), owner, alias_name)
         self._active[handle.id] = handle
         submitted = time.perf_counter()
@@ -812,11 +824,13 @@ class EngineManager:
                 )
             finally:
                 self.admission.release(ticket)
+                if user_slot is not None:
+                    user_slot()
                 # recorded before the stream ends: whoever has consumed a generation finds its request_log row
                 if self.on_finish is not None and handle.result.start is not None:
                     try:
                         self.on_finish(
-                            FinishedGeneration(handle.id, entry.id, endpoint, handle.result, error, alias_name)
+                            FinishedGeneration(handle.id, entry.id, endpoint, handle.result, error, alias_name, user_id)
                         )
                     except Exception:
                         log.exception("could not record finished generation")
@@ -830,5 +844,7 @@ class EngineManager:
         except BaseException:  # no thread (resource exhaustion): give the place back
             self._active.pop(handle.id, None)
             self.admission.release(ticket)
+            if user_slot is not None:
+                user_slot()
             raise
         return handle

@@ -52,6 +52,8 @@ from studio.db.tables import Job, JobMetric, utcnow
 from studio.errors import ConflictError, NotFoundError, ValidationError
 from studio.jobs.kinds import get_kind
 from studio.settings import Settings
+from studio.users.acting import current_user_id
+from studio.users.ownership import can_see, check_job_quotas, check_owner, visible
 
 QUEUED = "queued"
 RUNNING = "running"
@@ -155,6 +157,7 @@ def submit(
     device: str = "cpu",
     tags: Sequence[str] = (),
     settings: Settings | None = None,
+    private: bool = False,
 ) -> Job:
     """Queue a new job after validating ``config`` with its kind's model; returns the stored row.
 
@@ -165,7 +168,8 @@ def submit(
     name in the config when its kind has them (a fine-tuning config carries its schedule), else "", 0, None.
     When the config has such a field, it is set to the value used, so the stored config and the row agree.
     Higher ``priority`` runs first, ties in submission order; ``not_before`` (naive means this machine's local
-    time) keeps the job queued until then.
+    time) keeps the job queued until then. The signed-in user (if any) owns it; ``private`` hides it from the
+    rest of the team.
     """
     fields = get_kind(kind).config_model.model_fields
     merged = dict(config)
@@ -190,7 +194,10 @@ def submit(
         raise ValidationError(f"device must have 1-32 characters; got {device!r}", param="device")
     if len(name) > 200:
         raise ValidationError(f"a job name has at most 200 characters; got {len(name)}", param="name")
+    check_job_quotas(db, device)  # the signed-in user's queued-jobs and GPU-hours quotas (429)
     job = Job(
+        owner_id=current_user_id(),
+        private=private,
         kind=kind,
         name=name,
         priority=priority,
@@ -214,6 +221,8 @@ def get_job(db: Database, job_id: str) -> Job:
             if len(matches) > 1:
                 raise ValidationError(f"job id prefix {job_id!r} matches several jobs; give more of it", param="id")
             job = matches[0] if matches else None
+    if job is not None and not can_see(job.owner_id, job.private):
+        job = None  # another user's private job: as if there were none
     if job is None:
         raise NotFoundError(f"job {job_id!r} not found (studio jobs list shows the jobs)", param="id")
     return _normalised(job)
@@ -223,7 +232,7 @@ def list_jobs(db: Database, state: str | None = None, kind: str | None = None, l
     """Jobs newest first, optionally only those in ``state`` and/or of ``kind``."""
     if state is not None and state not in STATES:
         raise ValidationError(f"unknown job state {state!r}; states: {', '.join(STATES)}", param="state")
-    query = select(Job)
+    query = visible(select(Job), Job.owner_id, Job.private)
     if state is not None:
         query = query.where(col(Job.state) == state)
     if kind is not None:
@@ -368,6 +377,7 @@ def can_cancel(job: Job) -> bool:
 def request_cancel(db: Database, job_id: str) -> Job:
     """Cancel a job: a queued one at once; a running one is asked to stop (it saves a checkpoint at its next
     step, and its worker kills it if it does not stop within the grace period)."""
+    check_owner(f"job {job_id}", get_job(db, job_id).owner_id, db)
     for _ in range(5):  # the state may change under us (claimed, finished): re-read and decide again
         job = get_job(db, job_id)
         if job.state == QUEUED:
@@ -394,6 +404,7 @@ def resume(db: Database, job_id: str) -> Job:
     without one starts over.
     """
     job = get_job(db, job_id)
+    check_owner(f"job {job.id}", job.owner_id, db)
     if job.state not in RESUMABLE_STATES:
         raise ConflictError(f"job {job.id} is {job.state}; only interrupted, cancelled or failed jobs can be resumed")
     checkpoint = job.checkpoint_path
@@ -421,6 +432,14 @@ def resume(db: Database, job_id: str) -> Job:
     )
     if not changed:
         raise ConflictError(f"job {job.id} changed state while resuming it; look at it again")
+    return get_job(db, job.id)
+
+
+def set_private(db: Database, job_id: str, private: bool) -> Job:
+    """Hide a job from the rest of the team (only its owner and admins see it), or share it again."""
+    job = get_job(db, job_id)
+    check_owner(f"job {job.id}", job.owner_id, db)
+    _transition(db, job.id, [job.state], {"private": bool(private)})
     return get_job(db, job.id)
 
 

@@ -19,6 +19,7 @@ from studio.db.engine import Database
 from studio.db.tables import Conversation, ConversationMessage, utcnow
 from studio.errors import NotFoundError, ValidationError
 from studio.inference.stats import GenerationStats
+from studio.users.acting import current_user_id
 
 Role = Literal["system", "user", "assistant"]
 ROLES: tuple[str, ...] = ("system", "user", "assistant")
@@ -172,11 +173,18 @@ def _not_found(conversation_id: str) -> NotFoundError:
     )
 
 
+def _mine(stmt: Any) -> Any:
+    """Only the signed-in user's conversations (issue 19); everything for the single user, the CLI and jobs."""
+    owner = current_user_id()
+    return stmt if owner is None else stmt.where(col(Conversation.owner_id) == owner)
+
+
 def _lock(session: Session, conversation_id: str) -> Conversation:
     """Bump ``updated_at`` and return the row. Writing first takes the write lock (SQLite) or the row lock
-    (PostgreSQL) before we read the last position, so concurrent appends queue up instead of colliding."""
+    (PostgreSQL) before we read the last position, so concurrent appends queue up instead of colliding.
+    Another user's conversation is not found."""
     bumped = session.exec(
-        update(Conversation).where(col(Conversation.id) == conversation_id).values(updated_at=utcnow())
+        _mine(update(Conversation).where(col(Conversation.id) == conversation_id)).values(updated_at=utcnow())
     )
     if bumped.rowcount == 0:
         raise _not_found(conversation_id)
@@ -220,6 +228,7 @@ def _new(session: Session, model: str | None, use_case: str | None, title: str |
         model=_required_name(model, "model", MAX_MODEL),
         use_case=_name(use_case, "use_case", MAX_USE_CASE),
         title=_name(title, "title", MAX_TITLE) or "",
+        owner_id=current_user_id(),
     )
     session.add(conv)
     return conv
@@ -318,7 +327,7 @@ def save_exchange(
 def get_conversation(db: Database, conversation_id: str) -> ConversationDetail:
     """A conversation with every turn in order; ``NotFoundError`` if there is none with this id."""
     with db.session() as session:
-        conv = session.get(Conversation, conversation_id)
+        conv = session.exec(_mine(select(Conversation).where(col(Conversation.id) == conversation_id))).first()
         if conv is None:
             raise _not_found(conversation_id)
         return _detail(session, conv)
@@ -335,7 +344,7 @@ def list_conversations(
         .where(col(ConversationMessage.conversation_id) == col(Conversation.id))
         .scalar_subquery()
     )
-    stmt = select(Conversation, count)
+    stmt = _mine(select(Conversation, count))
     if model:
         stmt = stmt.where(col(Conversation.model) == model)
     if use_case:
@@ -351,9 +360,9 @@ def list_conversations(
 def conversation_facets(db: Database) -> ConversationFacets:
     """Every model and use case that some saved conversation has, sorted: the choices of the history filters."""
     with db.session() as session:
-        models = session.exec(select(Conversation.model).distinct().order_by(col(Conversation.model))).all()
+        models = session.exec(_mine(select(Conversation.model)).distinct().order_by(col(Conversation.model))).all()
         use_cases = session.exec(
-            select(Conversation.use_case)
+            _mine(select(Conversation.use_case))
             .where(col(Conversation.use_case).is_not(None))
             .distinct()
             .order_by(col(Conversation.use_case))
@@ -377,6 +386,8 @@ def rename_conversation(db: Database, conversation_id: str, title: str) -> Conve
 def delete_conversation(db: Database, conversation_id: str) -> None:
     """Delete a conversation and all its turns; ``NotFoundError`` if there is none with this id."""
     with db.session() as session:
+        if session.exec(_mine(select(Conversation.id).where(col(Conversation.id) == conversation_id))).first() is None:
+            raise _not_found(conversation_id)
         # the foreign key cascades too, but deleting the turns first does not depend on it being enforced
         session.exec(delete(ConversationMessage).where(col(ConversationMessage.conversation_id) == conversation_id))
         gone = session.exec(delete(Conversation).where(col(Conversation.id) == conversation_id))

@@ -46,6 +46,7 @@ from studio.training.config import (
     parse_config,
     qlora_available,
 )
+from studio.users.ownership import user_names
 
 if TYPE_CHECKING:
     from studio.aliases.resolve import AliasResolver
@@ -62,7 +63,7 @@ KIND = "finetune"
 FORM_FIELDS: tuple[str, ...] = tuple(n for n in FinetuneConfig.model_fields if n not in ("kind", "dataset_hash"))
 LATEST = "latest"  # the dataset-version choice meaning "the newest version"
 NOT_BEFORE_FORMAT = "%Y-%m-%d %H:%M"
-JOB_COLUMNS: tuple[str, ...] = ("Job id", "Name", "State", "Progress", "Step", "Created", "Message")
+JOB_COLUMNS: tuple[str, ...] = ("Job id", "Name", "State", "Progress", "Step", "Created", "Message", "Owner")
 VERSION_COLUMNS: tuple[str, ...] = ("Version", "Examples", "Size", "Source", "Hash", "Created")
 #: metric name → the label of its curve
 CURVE_LABELS: dict[str, str] = {
@@ -470,7 +471,7 @@ def dashboard_summary(db: Database, recent: int = 5) -> DashboardSummary:
         supervised=supervised,
         preference=preference,
         jobs_by_state=job_state_counts(db),
-        recent_jobs=job_rows(queue.list_jobs(db, kind=KIND, limit=recent)),
+        recent_jobs=job_rows(queue.list_jobs(db, kind=KIND, limit=recent), user_names(db)),
     )
 
 
@@ -493,10 +494,20 @@ def step_label(job: Job) -> str:
     return f"{job.step}/{job.total_steps}" if job.total_steps else str(job.step)
 
 
-def job_rows(jobs: Sequence[Job]) -> list[list[Any]]:
-    """Rows of the jobs table (``JOB_COLUMNS``)."""
+def job_rows(jobs: Sequence[Job], owners: Mapping[str, str] | None = None) -> list[list[Any]]:
+    """Rows of the jobs table (``JOB_COLUMNS``); ``owners`` maps user ids to names (a private job is marked)."""
+    names = owners or {}
     return [
-        [job.id, job.name, job.state, progress_label(job), step_label(job), _local(job.created_at), job.message]
+        [
+            job.id,
+            job.name,
+            job.state,
+            progress_label(job),
+            step_label(job),
+            _local(job.created_at),
+            job.message,
+            names.get(job.owner_id or "", "") + (" (private)" if job.private else ""),
+        ]
         for job in jobs
     ]
 

@@ -20,10 +20,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def live_server(app: Any) -> Iterator[str]:
-    """Serve ``app`` on 127.0.0.1 and yield its base URL; stop the server afterwards."""
+def live_server(app: Any, *, lifespan: str = "off", graceful_s: int | None = None) -> Iterator[str]:
+    """Serve ``app`` on 127.0.0.1 and yield its base URL; stop the server afterwards. ``lifespan="on"`` for the
+    full app (Gradio's queue starts there); ``graceful_s`` bounds the shutdown (gradio_client keeps connections)."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan, timeout_graceful_shutdown=graceful_s
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="live-uvicorn", daemon=True)
     thread.start()

@@ -22,6 +22,7 @@ TABS = {
     "Fine-Tune": "#finetune-dashboard-title",
     "Evaluate": "#evaluate-run",
     "Safety": "#safety-scan-text",
+    "Account": "#account-signed-in",
 }
 SCREENSHOTS = Path(os.environ.get("STUDIO_SCREENSHOTS", "")) if os.environ.get("STUDIO_SCREENSHOTS") else None
 

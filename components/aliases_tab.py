@@ -28,6 +28,7 @@ from studio.aliases.service import (
     parse_form_number,
     save_checked,
 )
+from studio.aliases.store import dump_alias_yaml
 from studio.aliases.templates import template_choices
 from studio.context import AppContext
 from studio.errors import ValidationError
@@ -157,6 +158,7 @@ def create_aliases_tab(ctx: AppContext) -> dict[str, Any]:
             clone_btn = gr.Button("Clone", elem_id="aliases-clone", scale=1)
             delete_btn = gr.Button("Delete…", variant="stop", elem_id="aliases-delete", scale=1)
             export_btn = gr.Button("Export YAML", elem_id="aliases-export", scale=1)
+            private_btn = gr.Button("Private/shared", elem_id="aliases-private", scale=1)
         with gr.Row(visible=False, elem_id="aliases-confirm-row") as confirm_row:
             confirm_text = gr.Markdown()
             confirm_btn = gr.Button("Yes, delete", variant="stop", elem_id="aliases-confirm-delete")
@@ -420,6 +422,17 @@ def create_aliases_tab(ctx: AppContext) -> dict[str, Any]:
         table_update, stats_md = listing("", "all", "name", False)
         return table_update, stats_md, cfg.alias
 
+    @handle_errors
+    def toggle_private(alias_name: str) -> tuple[Any, str, str]:
+        """Make a user alias private (only its owner and admins see and use it) or share it with the team."""
+        if not alias_name:
+            raise ValidationError("click a row in the table first", param="alias")
+        cfg = resolver.store.set_private(alias_name, not resolver.store.require(alias_name).private)
+        state = "private: only its owner and admins see and use it" if cfg.private else "shared with the team"
+        gr.Info(f"Alias '{alias_name}' is now {state}")
+        table_update, stats_md = listing("", "all", "name", False)
+        return table_update, stats_md, dump_alias_yaml(cfg)
+
     def ask_delete(alias_name: str) -> tuple[Any, str]:
         if not alias_name:
             raise gr.Error("Click a row in the table first.")
@@ -507,6 +520,7 @@ def create_aliases_tab(ctx: AppContext) -> dict[str, Any]:
     new_btn.click(new_form, None, [*form_inputs, editing, mode], api_visibility="private")
     clone_event = clone_btn.click(clone, [selected, clone_name], [table, stats, selected], api_name="aliases_clone")
     delete_btn.click(ask_delete, [selected], [confirm_row, confirm_text], api_visibility="private")
+    private_btn.click(toggle_private, [selected], [table, stats, details], api_name="aliases_private")
     cancel_btn.click(lambda: gr.Row(visible=False), None, [confirm_row], api_visibility="private")
     delete_event = confirm_btn.click(
         delete, [selected], [table, stats, confirm_row, selected], api_name="aliases_delete"

@@ -209,13 +209,13 @@ def create_adapters_panel(ctx: AppContext) -> dict[str, Any]:
     @handle_errors
     def adapters_rename(old: str, new: str) -> tuple[Any, ...]:
         """Rename an adapter (refused while it is loaded)."""
-        info = rename_adapter(ctx.settings, old or "", (new or "").strip(), ctx.engines)
+        info = rename_adapter(ctx.settings, old or "", (new or "").strip(), ctx.engines, ctx.db)
         return (f"Renamed **{old}** to **{info.name}**.", *update(info.name))
 
     @handle_errors
     def adapters_delete(name: str) -> tuple[Any, ...]:
         """Delete an adapter (refused while it is loaded, naming the model to unload)."""
-        removed = delete_adapter(ctx.settings, name or "", ctx.engines)
+        removed = delete_adapter(ctx.settings, name or "", ctx.engines, ctx.db)
         return (removed.summary(), *update())
 
     @handle_errors

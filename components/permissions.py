@@ -180,17 +180,26 @@ def permission_of(api_name: str | None) -> Permission:
     return Permission.WRITE
 
 
-def permission_table(demo: Any) -> Callable[[str | None, int | None], Permission]:
-    """``(api_name, fn_index) -> Permission`` for the front door, from the Blocks' registered events."""
-    by_index = {int(i): getattr(fn, "api_name", None) for i, fn in demo.fns.items()}
-    names = {name for name in by_index.values() if name}
+class PermissionTable:
+    """``table(api_name, fn_index) -> Permission`` for the front door, from the Blocks' registered events;
+    ``table.name_of(fn_index)`` names an event for the audit log."""
 
-    def lookup(api_name: str | None, fn_index: int | None) -> Permission:
+    def __init__(self, demo: Any) -> None:
+        self._by_index = {int(i): getattr(fn, "api_name", None) for i, fn in demo.fns.items()}
+        self._names = {name for name in self._by_index.values() if name}
+
+    def __call__(self, api_name: str | None, fn_index: int | None) -> Permission:
         if fn_index is not None:
-            return permission_of(by_index.get(fn_index)) if fn_index in by_index else Permission.ADMIN
-        return permission_of(api_name) if api_name in names else Permission.READ  # unknown name: Gradio's 404
+            return permission_of(self._by_index.get(fn_index)) if fn_index in self._by_index else Permission.ADMIN
+        return permission_of(api_name) if api_name in self._names else Permission.READ  # unknown name: Gradio's 404
 
-    return lookup
+    def name_of(self, fn_index: int) -> str | None:
+        return self._by_index.get(fn_index)
+
+
+def permission_table(demo: Any) -> Callable[[str | None, int | None], Permission]:
+    """The front door's permission lookup for ``demo`` (see :class:`PermissionTable`)."""
+    return PermissionTable(demo)
 
 
 def gradio_principal() -> Any:

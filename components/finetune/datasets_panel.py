@@ -185,6 +185,13 @@ def create_datasets_panel(ctx: AppContext, tokenizers: TokenizerCache) -> dict[s
             elem_id="finetune-dataset-version",
         )
         show_btn = gr.Button("Show", scale=0, min_width=100, elem_id="finetune-dataset-show")
+        private_btn = gr.Button(
+            "Private/shared",
+            scale=0,
+            min_width=150,
+            elem_id="finetune-dataset-private",
+        )
+    private_md = gr.Markdown(elem_id="finetune-dataset-private-status")
     versions = gr.Dataframe(
         headers=list(VERSION_COLUMNS), interactive=False, label="Versions", elem_id="finetune-versions"
     )
@@ -355,6 +362,20 @@ def create_datasets_panel(ctx: AppContext, tokenizers: TokenizerCache) -> dict[s
     detail_inputs = [selected, version_box, length_model, max_length_box]
     detail_outputs = [versions, preview, token_md, histogram]
     show_btn.click(show_dataset, detail_inputs, detail_outputs, api_name="finetune_dataset")
+
+    @handle_errors
+    def toggle_private(name: str) -> tuple[str, str, Any]:
+        """Make the dataset private (only its owner and admins see it) or share it with the team again."""
+        name = (name or "").strip()
+        if not name:
+            raise ValidationError("pick a dataset first", param="dataset")
+        dataset = store.set_private(name, not store.get(name).private)
+        state = "private: only you and admins see it" if dataset.private else "shared read-only with the team"
+        gr.Info(f"Dataset {name} is now {state}")
+        cards_html, cards_data = list_datasets()
+        return f"Dataset **{name}** is now {state}.", cards_html, cards_data
+
+    private_btn.click(toggle_private, [selected], [private_md, cards, cards_json], api_name="finetune_dataset_private")
     selected.input(versions_for, [selected], [version_box], api_visibility="private", queue=False).then(
         show_dataset, detail_inputs, detail_outputs, api_visibility="private"
     )

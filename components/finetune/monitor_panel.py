@@ -66,6 +66,12 @@ def create_monitor_panel(ctx: AppContext) -> dict[str, Any]:
         cancel_btn = gr.Button("Cancel", interactive=False, scale=0, min_width=110, elem_id="finetune-job-cancel")
         resume_btn = gr.Button("Resume", scale=0, min_width=110, elem_id="finetune-job-resume")
         load_btn = gr.Button("Load in Playground", scale=0, min_width=180, elem_id="finetune-job-load")
+        private_btn = gr.Button(
+            "Private/shared",
+            scale=0,
+            min_width=150,
+            elem_id="finetune-job-private",
+        )
     header = gr.HTML(job_header_html(None), css_template=CSS, elem_id="finetune-job-header")
     action_md = gr.Markdown(elem_id="finetune-job-action")
     artifact_md = gr.Markdown(elem_id="finetune-job-artifact")
@@ -156,6 +162,15 @@ def create_monitor_panel(ctx: AppContext) -> dict[str, Any]:
         return f"Job {job.id}: {job.message}", job_view(ctx.settings, ctx.db, job.id).to_dict()
 
     @handle_errors
+    def toggle_private(job_id: str) -> tuple[str, dict[str, Any]]:
+        """Make the job private (only its owner and admins see it) or share it with the team again."""
+        job = queue.get_job(ctx.db, (job_id or "").strip())
+        job = queue.set_private(ctx.db, job.id, not job.private)
+        state = "private: only you and admins see it" if job.private else "shared read-only with the team"
+        gr.Info(f"Job {job.id} is now {state}")
+        return f"Job {job.id} is now {state}.", job_view(ctx.settings, ctx.db, job.id).to_dict()
+
+    @handle_errors
     def resume(job_id: str) -> tuple[str, dict[str, Any]]:
         """Queue an interrupted, cancelled or failed job again; it continues from its last checkpoint."""
         job = queue.resume(ctx.db, (job_id or "").strip())
@@ -208,6 +223,9 @@ def create_monitor_panel(ctx: AppContext) -> dict[str, Any]:
         show, [job_box], show_outputs, api_visibility="private"
     )
     cancel_btn.click(cancel, [job_box], [action_md, job_json], api_name="finetune_cancel").then(
+        show, [job_box], show_outputs, api_visibility="private"
+    )
+    private_btn.click(toggle_private, [job_box], [action_md, job_json], api_name="finetune_private").then(
         show, [job_box], show_outputs, api_visibility="private"
     )
     resume_btn.click(resume, [job_box], [action_md, job_json], api_name="finetune_resume").then(

@@ -119,6 +119,15 @@ class AliasConfig(BaseModel):
     )
     context_params: ContextParams = Field(default_factory=ContextParams)
     request_params: RequestParams = Field(default_factory=RequestParams)
+    owner: str | None = Field(
+        None,
+        max_length=64,
+        description="The studio user who made the alias (set by the studio when users are configured); only they "
+        "and admins may change it.",
+    )
+    private: bool = Field(
+        False, description="Only the owner and admins see and use the alias (else the team may use it, read-only)."
+    )
     safety_policy: str | None = Field(
         None,
         max_length=1024,
@@ -155,10 +164,12 @@ class AliasConfig(BaseModel):
     def to_yaml_dict(self) -> dict[str, Any]:
         """The file's content: unset fields and empty parameter groups left out, key order as documented."""
         data: dict[str, Any] = {"alias": self.alias, "repo": self.repo}
-        for key in ("filename", "snapshot", "chat_template", "safety_policy"):
+        for key in ("filename", "snapshot", "chat_template", "safety_policy", "owner"):
             value = getattr(self, key)
             if value is not None:
                 data[key] = value
+        if self.private:
+            data["private"] = True
         ctx = self.context_params.model_dump(exclude_none=True)
         req = self.request_params.model_dump(exclude_none=True)
         if ctx:

@@ -34,6 +34,7 @@ from studio.errors import ConflictError, NotFoundError, ValidationError
 from studio.files import write_text_atomic
 from studio.inference.params import validation_error_from_pydantic
 from studio.models.registry import safe_name
+from studio.users.ownership import acting_user_name, can_see_named, check_owner_named
 
 log = logging.getLogger(__name__)
 
@@ -179,12 +180,26 @@ class AliasStore:
         log.warning("skipping alias file %s: %s", path, error)
         return _ParsedFile(path, stamp, settled, text, None, BrokenAliasFile(path, error, declared_name(text)))
 
-    def load_all(self) -> tuple[list[AliasConfig], list[BrokenAliasFile]]:
-        """Every alias file in the folder (hand-written ones too); broken files are reported, not fatal."""
+    def load_all(self, *, anyones: bool = False) -> tuple[list[AliasConfig], list[BrokenAliasFile]]:
+        """Every alias file in the folder (hand-written ones too); broken files are reported, not fatal. Another
+        user's private alias is left out unless ``anyones``."""
         files = self._scan()
         aliases = [f.config for f in files if f.config is not None]
+        if not anyones:
+            aliases = [a for a in aliases if can_see_named(a.owner, a.private)]
         broken = [f.broken for f in files if f.broken is not None]
         return aliases, broken
+
+    def _any(self, name: str) -> AliasConfig | None:
+        return next((c for c in self.load_all(anyones=True)[0] if c.alias == name), None)
+
+    def set_private(self, name: str, private: bool) -> AliasConfig:
+        """Hide an alias from the rest of the team (its owner and admins still see and use it), or share it."""
+        cfg = self.require(name)
+        check_owner_named(f"alias '{name}'", cfg.owner)
+        updated = cfg.model_copy(update={"private": bool(private)})
+        write_text_atomic(self.file_of(name) or self.path_for(name), dump_alias_yaml(updated))
+        return updated
 
     def _index(self) -> dict[str, Path]:
         """Alias name → the file it was read from (hand-written files may have any name)."""
@@ -234,7 +249,17 @@ class AliasStore:
 
     def save(self, cfg: AliasConfig, *, replace: str | None = None) -> Path:
         """Write ``cfg``. ``replace`` names the alias being edited (it may be renamed); without it an existing
-        alias of the same name is a conflict."""
+        alias of the same name is a conflict. With users, an edited alias keeps its owner (only they or an admin may
+        edit it) and its privacy unless ``cfg`` sets it; a new one belongs to the signed-in user."""
+        edited = self._any(replace) if replace else None
+        if edited is not None:
+            check_owner_named(f"alias '{edited.alias}'", edited.owner)
+            keep: dict[str, object] = {"owner": edited.owner}
+            if "private" not in cfg.model_fields_set:
+                keep["private"] = edited.private
+            cfg = cfg.model_copy(update=keep)
+        elif acting_user_name() is not None:
+            cfg = cfg.model_copy(update={"owner": acting_user_name()})
         existing = self.get(cfg.alias)
         if existing is not None and replace != cfg.alias:
             raise ConflictError(f"an alias named '{cfg.alias}' already exists; pick another name", param="alias")
@@ -257,7 +282,7 @@ class AliasStore:
         if broken is not None:
             broken.path.unlink(missing_ok=True)
             return broken.path
-        self.require(name)
+        check_owner_named(f"alias '{name}'", self.require(name).owner)
         path = self.file_of(name) or self.path_for(name)
         path.unlink()
         return path

@@ -260,15 +260,37 @@ class SecurityMiddleware:
                 return
             receive = receive_or_none
             body = getattr(receive, "body", None)
-        if principal is not None and principal.role != "admin" and path not in OPEN_PATHS:
+        if principal is not None and principal.user_id is not None and path not in OPEN_PATHS:
             needed = self._permission(scope, path, body)
             if not allows(principal.role, needed):
                 await self._forbidden(scope, receive, send, principal, needed)
                 return
+            if needed is Permission.ADMIN and scope.get("method") not in ("GET", "HEAD"):
+                await asyncio.to_thread(self._audit_admin_action, scope, principal, path, body)
         with acting_as(principal):  # the route (and the threads it starts work in) see who asks
             await self.app(scope, receive, send)
 
     # -- roles -----------------------------------------------------------------------------------------------
+    def _audit_admin_action(self, scope: Scope, principal: auth.Principal, path: str, body: bytes | None) -> None:
+        """An admin-only request (a model deleted, a policy saved, a deployment started): one audit row, written
+        before it runs (``admin.<api_name>`` for a Gradio event, ``admin.<METHOD>`` with the path for REST)."""
+        action, target = f"admin.{scope.get('method', '?')}", path
+        name_of = getattr(self.gradio_permission, "name_of", None)
+        if name_of is not None and GRADIO_PREFIX in path:
+            try:
+                fn_index = json.loads(body or b"{}").get("fn_index")
+            except (ValueError, AttributeError):
+                fn_index = None
+            tail = path.split(GRADIO_PREFIX + "/", 1)[-1].split("/")
+            named = tail[2] if tail[:2] == ["call", "v2"] and len(tail) > 2 else (tail[1] if len(tail) > 1 else None)
+            label = name_of(fn_index) if isinstance(fn_index, int) else named
+            action, target = f"admin.{label or 'gradio'}", ""
+        client = scope.get("client") or ("?", 0)
+        try:
+            self.users.audit(principal.name, action[:48], target=target, ip=str(client[0]))
+        except Exception:  # the audit must not turn an allowed request into an error
+            log.exception("could not write the audit row of %s", action)
+
     @staticmethod
     def _hf_login_path(path: str) -> bool:
         return path in ("/login/huggingface", "/login/callback") and hf_oauth_configured()

@@ -26,6 +26,8 @@ class DatasetPublic(BaseModel):
     created_at: datetime
     updated_at: datetime
     latest_version_id: str | None
+    owner_id: str | None = None  # the user who made it (None: before users, or the single user)
+    private: bool = False  # only its owner and admins see it
 
 
 class DatasetVersionPublic(BaseModel):

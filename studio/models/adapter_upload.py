@@ -47,6 +47,7 @@ from studio.models.adapters import (
 )
 from studio.paths import is_under
 from studio.settings import Settings
+from studio.users.ownership import acting_user_name
 
 log = logging.getLogger(__name__)
 
@@ -479,6 +480,7 @@ def upload_adapter(
             "uploaded_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "sha256": {WEIGHTS_FILE: _sha256(root / WEIGHTS_FILE)},
             "left_out": left_out,
+            "owner": acting_user_name(),  # the signed-in user who uploaded it (None: the single user, the CLI)
         }
         (root / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
         if target.exists() or target.is_symlink():

@@ -317,10 +317,40 @@ def _refuse_if_loaded(settings: Settings, entry: Path, engines: EngineManager | 
         )
 
 
-def rename_adapter(settings: Settings, old: str, new: str, engines: EngineManager | None = None) -> AdapterInfo:
+def adapter_owner(settings: Settings, entry: Path, db: Any) -> str | None:
+    """Who owns a registered adapter: its uploader (the upload record), or the user who submitted the training job
+    that made it; None for a hand-placed folder or one made before users existed."""
+    folder = Path(os.path.realpath(entry))
+    marker = read_marker(folder) if folder.is_dir() else None
+    if marker is not None:
+        owner = marker.get("owner")
+        return str(owner) if owner else None
+    job_id = _job_of(settings, entry, folder)
+    if job_id is None or db is None:
+        return None
+    from studio.db.tables import Job
+    from studio.users.ownership import user_name
+
+    with db.session() as s:
+        job = s.get(Job, job_id)
+        owner_id = job.owner_id if job is not None else None
+    return user_name(db, owner_id)
+
+
+def _check_adapter_owner(settings: Settings, entry: Path, db: Any) -> None:
+    if db is not None:
+        from studio.users.ownership import check_owner_named
+
+        check_owner_named(f"adapter '{entry.name}'", adapter_owner(settings, entry, db))
+
+
+def rename_adapter(
+    settings: Settings, old: str, new: str, engines: EngineManager | None = None, db: Any = None
+) -> AdapterInfo:
     """Rename a registered adapter (a trained adapter's link is renamed; its run folder stays). Refused while it is
-    loaded on a model, or when ``new`` is taken."""
+    loaded on a model, or when ``new`` is taken; with ``db``, refused to a member who does not own it."""
     entry = _entry(settings, old, "name")
+    _check_adapter_owner(settings, entry, db)
     chosen = check_adapter_name(new, "new_name")
     target = adapters_dir(settings) / chosen
     if target.exists() or target.is_symlink():
@@ -345,11 +375,14 @@ class AdapterDeleted:
         return f"removed adapter '{self.name}' ({self.freed_bytes} bytes freed)"
 
 
-def delete_adapter(settings: Settings, name: str, engines: EngineManager | None = None) -> AdapterDeleted:
-    """Remove a registered adapter. Refused (``ConflictError`` naming the models) while it is loaded on a model. An
-    uploaded or hand-placed folder is deleted; a trained adapter loses its name here, and its files stay in the
-    job's run folder (``runs/<job>/artifact``)."""
+def delete_adapter(
+    settings: Settings, name: str, engines: EngineManager | None = None, db: Any = None
+) -> AdapterDeleted:
+    """Remove a registered adapter. Refused (``ConflictError`` naming the models) while it is loaded on a model, and
+    with ``db`` to a member who does not own it. An uploaded or hand-placed folder is deleted; a trained adapter
+    loses its name here, and its files stay in the job's run folder (``runs/<job>/artifact``)."""
     entry = _entry(settings, name)
+    _check_adapter_owner(settings, entry, db)
     _refuse_if_loaded(settings, entry, engines, "delete")
     if entry.is_symlink():
         kept = display_path(Path(os.path.realpath(entry)), settings)

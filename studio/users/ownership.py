@@ -38,6 +38,27 @@ def can_see(owner_id: str | None, private: bool) -> bool:
     return who is None or not private or owner_id == who.user_id
 
 
+def can_see_named(owner_name: str | None, private: bool) -> bool:
+    """Like :func:`can_see` for things that name their owner (alias files)."""
+    who = _member(current_principal())
+    return who is None or not private or owner_name == who.name
+
+
+def check_owner_named(what: str, owner_name: str | None) -> None:
+    """Like :func:`check_owner` for things that name their owner (alias files)."""
+    who = _member(current_principal())
+    if who is None or (owner_name is not None and owner_name == who.name):
+        return
+    whose = f"belongs to {owner_name}" if owner_name else "was made before users existed"
+    raise ForbiddenError(f"{what} {whose}: only its owner or an admin may change it", code="forbidden")
+
+
+def acting_user_name() -> str | None:
+    """The signed-in user's name (None: the single user, the CLI, a job, STUDIO_API_KEY)."""
+    who = current_principal()
+    return who.name if who is not None and who.user_id is not None else None
+
+
 def check_owner(what: str, owner_id: str | None, db: Any = None) -> None:
     """Refuse (403) a change of ``what`` by a member who does not own it."""
     who = _member(current_principal())

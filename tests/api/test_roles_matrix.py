@@ -318,3 +318,21 @@ def test_openai_sdk_with_a_viewer_token_until_it_is_revoked(studio: Studio) -> N
     # the viewer's other token still works
     other = openai.OpenAI(base_url=f"{BASE}/v1", api_key=studio.tokens["viewer"], http_client=studio.client)
     assert [m.id for m in other.models.list()] == ids
+
+
+def test_admin_actions_are_audited_and_reads_are_not(studio: Studio) -> None:
+    client, ctx = studio.client, studio.ctx
+    deps = client.get("/config", headers=studio.auth("admin")).json()["dependencies"]
+    index = {d["api_name"]: d["id"] for d in deps}
+    before = {e.id for e in ctx.users.audit_log(1000)}
+    body = {"data": [], "fn_index": index["models_delete"], "trigger_id": None}  # no session: refused by Gradio
+    client.post("/gradio_api/queue/join", json=body, headers=studio.auth("admin"))
+    client.delete("/api/models/no-such-model", headers=studio.auth("admin"))
+    client.post(
+        "/gradio_api/queue/join", json={**body, "fn_index": index["list_aliases"]}, headers=studio.auth("admin")
+    )
+    client.get("/api/models", headers=studio.auth("admin"))
+    new = [(e.actor, e.action, e.target) for e in ctx.users.audit_log(1000) if e.id not in before]
+    assert ("root", "admin.models_delete", "") in new
+    assert ("root", "admin.DELETE", "/api/models/no-such-model") in new
+    assert len(new) == 2, new  # reading and a member-level event leave no admin row

@@ -145,3 +145,60 @@ def test_a_single_user_studio_says_tokens_need_users(tmp_path: Path, monkeypatch
         assert "single-user studio" in shown
         with pytest.raises(AppError, match="API tokens belong to users"):
             client.predict("notebook", api_name="/account_token_create")
+
+
+def test_a_member_hides_their_dataset_and_job_from_the_team(team: Team) -> None:
+    """Datasets and jobs are shared read-only with the team; their owner may make them private (issue 19)."""
+    import json as _json
+
+    from studio.jobs import queue
+    from studio.users.acting import acting_as
+
+    ctx = team.ctx
+    mel = ctx.users.add("mel", role="member", password="mel-password-1")
+    ctx.users.add("max", role="member", password="max-password-2")
+    mel_token, _ = ctx.users.create_token("mel", "t")
+    max_token, _ = ctx.users.create_token("max", "t")
+    rows = "".join(_json.dumps({"prompt": f"Q{i}?", "completion": f"A{i}."}) + "\n" for i in range(12)).encode()
+    from studio.auth import Principal
+
+    with acting_as(Principal("mel", "token", role="member", user_id=mel.id)):
+        ctx.datasets.import_upload("mels-notes", rows, "notes.jsonl")
+        job = queue.submit(ctx.db, "selftest", {"steps": 1})
+
+    def dataset_names(token: str) -> set[str]:
+        _html, cards = team.client(token).predict(api_name="/finetune_datasets")
+        return {c["name"] for c in cards}
+
+    assert "mels-notes" in dataset_names(team.vic_token)  # shared read-only
+    with pytest.raises(AppError, match="belongs to mel"):
+        team.client(max_token).predict("mels-notes", api_name="/finetune_dataset_private")
+    status, _html, _cards = team.client(mel_token).predict("mels-notes", api_name="/finetune_dataset_private")
+    assert "private" in status
+    assert "mels-notes" not in dataset_names(team.vic_token) and "mels-notes" not in dataset_names(max_token)
+    assert "mels-notes" in dataset_names(team.ada_token)  # admins see everything
+
+    with pytest.raises(AppError, match="belongs to mel"):
+        team.client(max_token).predict(job.id, api_name="/finetune_private")
+    status, _view = team.client(mel_token).predict(job.id, api_name="/finetune_private")
+    assert "private" in status
+    with pytest.raises(AppError, match="not found"):  # now max does not even see it
+        team.client(max_token).predict(job.id, api_name="/finetune_private")
+    # an alias the same way (its YAML names the owner)
+    from studio.aliases.schema import AliasConfig
+
+    with acting_as(Principal("mel", "token", role="member", user_id=mel.id)):
+        ctx.engines.resolver.store.save(AliasConfig(alias="mel:chat", repo="default"))
+    with pytest.raises(AppError, match="belongs to mel"):
+        team.client(max_token).predict("mel:chat", api_name="/aliases_private")
+    _table, _stats, details = team.client(mel_token).predict("mel:chat", api_name="/aliases_private")
+    assert "owner: mel" in details and "private: true" in details
+    with acting_as(Principal("max", "token", role="member", user_id="max")):
+        assert ctx.engines.resolver.store.get("mel:chat") is None
+
+    refused = httpx.post(
+        f"{team.url}/gradio_api/call/finetune_private",
+        json={"data": [job.id]},
+        headers={"Authorization": f"Bearer {team.vic_token}"},
+    )
+    assert refused.status_code == 403  # a viewer changes nothing

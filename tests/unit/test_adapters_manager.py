@@ -250,3 +250,34 @@ def test_cli_lists_uploads_renames_and_removes(
     assert "renamed adapter 'cli-lora' to 'cli-2'" in run("adapters", "rename", "cli-lora", "cli-2")
     assert "removed adapter 'cli-2'" in run("adapters", "rm", "cli-2")
     assert run("adapters", "list", "--json").strip() == "[]"
+
+
+def test_an_uploaded_adapter_belongs_to_its_uploader(settings: Settings, lora: Path) -> None:
+    """Issue 19: with users, the uploader owns the adapter; another member may use it but not rename or delete it
+    (refused before anything moves); the owner and admins may."""
+    from studio.auth import Principal
+    from studio.db import Database
+    from studio.errors import ForbiddenError
+    from studio.users.acting import acting_as
+
+    db = Database(f"sqlite:///{settings.home / 'team.db'}")
+    bob = Principal("bob", "session", role="member", user_id="u-bob")
+    cy = Principal("cy", "session", role="member", user_id="u-cy")
+    ada = Principal("ada", "session", role="admin", user_id="u-ada")
+    try:
+        with acting_as(bob):
+            upload_adapter(settings, lora, "bobs-lora")
+        assert json.loads((settings.home / "adapters" / "bobs-lora" / MARKER_FILE).read_text())["owner"] == "bob"
+        with acting_as(cy):
+            with pytest.raises(ForbiddenError, match="belongs to bob"):
+                rename_adapter(settings, "bobs-lora", "mine-now", db=db)
+            with pytest.raises(ForbiddenError, match="belongs to bob"):
+                delete_adapter(settings, "bobs-lora", db=db)
+        assert [a.name for a in list_adapters(settings)] == ["bobs-lora"]
+        with acting_as(bob):
+            rename_adapter(settings, "bobs-lora", "bobs-lora-2", db=db)
+        with acting_as(ada):
+            delete_adapter(settings, "bobs-lora-2", db=db)
+        _nothing_registered(settings)
+    finally:
+        db.dispose()

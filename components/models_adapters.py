@@ -24,7 +24,15 @@ from studio.export.push import submit_push
 from studio.jobs import queue
 from studio.models.adapter_compare import compare_speed, disable_adapter, enable_adapter, submit_quality_comparison
 from studio.models.adapter_upload import upload_adapter
-from studio.models.adapters import AdapterInfo, delete_adapter, get_adapter, list_adapters, rename_adapter
+from studio.models.adapters import (
+    AdapterInfo,
+    adapter_owner,
+    adapters_dir,
+    delete_adapter,
+    get_adapter,
+    list_adapters,
+    rename_adapter,
+)
 from studio.models.hub import human_bytes
 from studio.settings import BUNDLED_MODEL_ID
 
@@ -39,8 +47,15 @@ BATCH_PROMPTS = [
 ]
 
 
-def adapter_rows(items: list[AdapterInfo]) -> list[list[Any]]:
-    """One row per adapter; a broken one says why in its method column."""
+def adapter_rows(items: list[AdapterInfo], owners: dict[str, str | None] | None = None) -> list[list[Any]]:
+    """One row per adapter; a broken one says why in its method column; the origin names the owner when known."""
+    owners = owners or {}
+
+    def origin(a: AdapterInfo) -> str:
+        where = f"job {a.job_id}" if a.job_id else a.origin
+        owner = owners.get(a.name)
+        return f"{where} · {owner}" if owner else where
+
     return [
         [
             a.name,
@@ -49,7 +64,7 @@ def adapter_rows(items: list[AdapterInfo]) -> list[list[Any]]:
             "-" if a.rank is None else a.rank,
             ", ".join(a.target_modules) or "-",
             human_bytes(a.size_bytes),
-            f"job {a.job_id}" if a.job_id else a.origin,
+            origin(a),
             ", ".join(a.loaded_on) or "-",
             a.created[:19],
         ]
@@ -81,6 +96,10 @@ def _num(value: float | None, spec: str, unit: str = "") -> str:
 
 
 def create_adapters_panel(ctx: AppContext) -> dict[str, Any]:
+    def owners_of(listed: list[AdapterInfo]) -> dict[str, str | None]:
+        folder = adapters_dir(ctx.settings)
+        return {a.name: adapter_owner(ctx.settings, folder / a.name, ctx.db) for a in listed}
+
     items = list_adapters(ctx.settings, ctx.engines)
     names = [a.name for a in items]
     gr.Markdown(
@@ -88,7 +107,7 @@ def create_adapters_panel(ctx: AppContext) -> dict[str, Any]:
         elem_id="adapters-title",
     )
     table = gr.Dataframe(
-        value=adapter_rows(items),
+        value=adapter_rows(items, owners_of(items)),
         headers=ADAPTER_COLUMNS,
         column_widths=ADAPTER_WIDTHS,
         interactive=False,
@@ -171,7 +190,7 @@ def create_adapters_panel(ctx: AppContext) -> dict[str, Any]:
         current = list_adapters(ctx.settings, ctx.engines)
         current_names = [a.name for a in current]
         return (
-            adapter_rows(current),
+            adapter_rows(current, owners_of(current)),
             gr.Dropdown(choices=current_names, value=pick if pick in current_names else None),
             gr.Dropdown(choices=current_names + [e.name for e in list_exports(ctx.settings)]),
         )

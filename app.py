@@ -21,15 +21,18 @@ from components.compare_tab import create_compare_tab
 from components.evaluate_tab import create_evaluate_tab
 from components.finetune_tab import create_finetune_tab
 from components.models_tab import create_models_tab
+from components.notifications import create_notification_bell
 from components.playground_tab import PLAYGROUND_CSS, create_playground_tab
+from components.resources_tab import create_resources_tab
 from components.safety_tab import create_safety_tab
 from studio import __version__
 from studio.api.server import create_api
 from studio.context import AppContext
+from studio.monitoring.system import SystemSampler
 from studio.settings import Settings
 from studio.training.service import trained_model_names
 
-TAB_ORDER = ["aliases", "models", "playground", "compare", "finetune", "evaluate", "safety", "account"]
+TAB_ORDER = ["aliases", "models", "playground", "compare", "finetune", "evaluate", "safety", "resources", "account"]
 
 CSS = """
 #playground-stats { font-variant-numeric: tabular-nums; min-height: 1.5em; }
@@ -85,6 +88,14 @@ def wire_tabs(demo: gr.Blocks, tabs: dict[str, dict], ctx: AppContext, top: gr.T
         models["deploy_use_event"].success(
             playground["refresh_fn"], [models["deploy_alias"]], [playground["model"]], api_visibility="private"
         ).then(lambda: gr.Tabs(selected="playground"), None, [top], api_visibility="private")
+    resources = tabs.get("resources")
+    if resources is not None:  # a (re)load draws the history the server kept; the charts tick while the tab is open
+        demo.load(resources["load_fn"], None, resources["load_outputs"], api_visibility="private")
+
+        def resources_open(evt: gr.SelectData) -> Any:
+            return gr.Timer(active=evt.value == "Resources")
+
+        top.select(resources_open, None, [resources["timer"]], api_visibility="private", queue=False)
     account = tabs.get("account")
     if account is not None:  # who is signed in, their tokens, and for an admin the users (issue 19)
         demo.load(account["load_fn"], None, account["load_outputs"], api_visibility="private")
@@ -119,6 +130,8 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
         gr.Markdown(f"## Whetstone Studio <small>v{__version__}</small>{logout}", elem_id="studio-title")
         if hf_oauth_configured():  # a Space with hf_oauth: Gradio adds its /login/huggingface routes for this button
             gr.LoginButton(elem_id="studio-hf-login")
+        sampler = SystemSampler(ctx.settings).start()  # the machine's history, kept in this process (issue 20)
+        bell = create_notification_bell(ctx)  # the unread count, the list, toasts on any tab (issue 20)
         with gr.Tabs(selected="playground", elem_id="studio-tabs") as top:
             builders = {
                 "aliases": create_aliases_tab,
@@ -128,10 +141,19 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
                 "finetune": create_finetune_tab,
                 "evaluate": create_evaluate_tab,
                 "safety": create_safety_tab,
+                "resources": lambda c: create_resources_tab(c, sampler),
                 "account": create_account_tab,
             }
             tabs: dict[str, dict] = {key: builders[key](ctx) for key in TAB_ORDER}
         wire_tabs(demo, tabs, ctx, top)
+        demo.load(
+            bell["load_fn"],
+            bell["load_inputs"],
+            bell["load_outputs"],
+            api_name="notifications_show",
+            api_visibility="private",
+            show_progress="hidden",
+        )
     demo.queue(default_concurrency_limit=4)
     return demo  # type: ignore[no-any-return]
 

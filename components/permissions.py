@@ -112,6 +112,14 @@ READ = frozenset(
         "load_policy_page",
         "account_show",
         "account_tokens",
+        "disk_usage",
+        "disk_cleanup_preview",
+        "costs_totals",
+        "resources_snapshot",
+        "notifications_list",
+        "notifications_read",
+        "notifications_poll",
+        "notifications_show",
     ]
 )
 CHAT = frozenset(
@@ -161,6 +169,9 @@ ADMIN = frozenset(
         "users_role",
         "users_remove",
         "users_audit",
+        "costs_save",
+        "notifications_webhooks_save",
+        "notifications_deliveries",
     ]
 )
 _SUFFIX = re.compile(r"_\d+$")

@@ -231,6 +231,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from app import create_app, start_share_tunnel  # the UI layer; imported only when serving
 
     app, ctx = create_app(settings)
+    from studio.notifications.webhooks import start_delivery_thread
+
+    stop_webhooks = start_delivery_thread(ctx.db, settings)  # notifications' webhooks, retried with backoff
     from studio.deploy.service import reattach
 
     # serving processes outlive the studio: re-attach the live ones, mark dead ones lost (with their last log lines)
@@ -271,6 +274,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         server.run()
     finally:
+        stop_webhooks()
         if worker is not None:
             worker.stop(timeout_s=15)
         if downloads is not None:

@@ -9,6 +9,7 @@ from studio.datasets.store import DatasetStore
 from studio.db import Database, RequestLog
 from studio.inference.manager import EngineManager, FinishedGeneration
 from studio.models.registry import ModelRegistry
+from studio.monitoring.metrics import StudioMetrics
 from studio.settings import Settings
 from studio.users import UserService
 
@@ -23,6 +24,7 @@ class AppContext:
     engines: EngineManager
     datasets: DatasetStore
     users: UserService
+    metrics: StudioMetrics | None = None  # GET /metrics (issue 20); set by create()
 
     @classmethod
     def create(cls, settings: Settings | None = None) -> AppContext:
@@ -46,12 +48,19 @@ class AppContext:
             ensure_builtin_datasets(ctx.datasets)  # the shipped example datasets, imported once per home
         except Exception:  # a broken shipped file must not keep the studio from starting
             log.exception("could not import the built-in datasets")
+        ctx.metrics = StudioMetrics(ctx)
         ctx.engines.on_finish = ctx.record_generation
         ctx.engines.user_gate = ctx.users.acquire_generation
         return ctx
 
     def record_generation(self, done: FinishedGeneration) -> None:
-        """Write one ``RequestLog`` row for a finished (or failed, or cancelled) generation."""
+        """Write one ``RequestLog`` row for a finished (or failed, or cancelled) generation, and count it for
+        ``GET /metrics``."""
+        if self.metrics is not None:
+            try:
+                self.metrics.observe(done)
+            except Exception:  # metrics must never cost a request its log row
+                log.exception("could not count generation %s for /metrics", done.request_id)
         stats = done.result.stats
         row = RequestLog(
             request_id=done.request_id,

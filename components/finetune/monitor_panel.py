@@ -14,6 +14,7 @@ from components.finetune.render import CSS, artifact_markdown, as_table, job_hea
 from studio.context import AppContext
 from studio.errors import StudioError
 from studio.jobs import queue
+from studio.monitoring.jobs import job_resources, job_resources_figure
 from studio.training.service import (
     JOB_COLUMNS,
     JobView,
@@ -79,6 +80,8 @@ def create_monitor_panel(ctx: AppContext) -> dict[str, Any]:
         loss_plot = gr.Plot(label="Loss", elem_id="finetune-loss-plot")
         lr_plot = gr.Plot(label="Learning rate", elem_id="finetune-lr-plot")
         grad_plot = gr.Plot(label="Gradient norm", elem_id="finetune-grad-plot")
+        # CPU %, RSS, GPU memory of the job's process tree, sampled by its worker; peaks and device in the title
+        resources_plot = gr.Plot(label="Job resources", elem_id="finetune-resources-plot")
     with gr.Row():
         with gr.Column(scale=3):
             log_box = gr.Textbox(
@@ -104,13 +107,26 @@ def create_monitor_panel(ctx: AppContext) -> dict[str, Any]:
     # -- handlers --------------------------------------------------------------------------------------------
     def view_outputs(view: JobView | None) -> list[Any]:
         if view is None:
-            return [job_header_html(None), "", None, None, None, None, "", [], None, gr.Button(interactive=False)]
+            return [
+                job_header_html(None),
+                "",
+                None,
+                None,
+                None,
+                None,
+                None,
+                "",
+                [],
+                None,
+                gr.Button(interactive=False),
+            ]
         return [
             job_header_html(view),
             artifact_markdown(view),
             loss_figure(view.series),
             learning_rate_figure(view.series),
             grad_norm_figure(view.series),
+            job_resources_figure(job_resources(ctx.db, view.id)),
             memory_figure(view.memory) if view.memory is not None else None,
             view.log_tail,
             as_table(job_result_rows(view), RESULT_COLUMNS),
@@ -134,10 +150,13 @@ def create_monitor_panel(ctx: AppContext) -> dict[str, Any]:
         signature = view.signature if view else None
         if signature == last and not (view is not None and view.state == queue.RUNNING):
             return [*([gr.skip()] * len(show_outputs)), table_out, rows]
-        if signature == last:  # running but unchanged: only memory moves
-            memory = memory_figure(view.memory) if view is not None and view.memory is not None else gr.skip()
+        if signature == last and view is not None:  # running but unchanged: only memory and resources move
+            memory = memory_figure(view.memory) if view.memory is not None else gr.skip()
             unchanged = [gr.skip()] * len(show_outputs)
             unchanged[next(i for i, c in enumerate(view_targets) if c is memory_plot)] = memory
+            unchanged[next(i for i, c in enumerate(view_targets) if c is resources_plot)] = job_resources_figure(
+                job_resources(ctx.db, view.id)
+            )
             return [*unchanged, table_out, rows]
         return [*view_outputs(view), signature, table_out, rows]
 
@@ -199,6 +218,7 @@ def create_monitor_panel(ctx: AppContext) -> dict[str, Any]:
         loss_plot,
         lr_plot,
         grad_plot,
+        resources_plot,
         memory_plot,
         log_box,
         results,

@@ -16,6 +16,7 @@ from components.common import handle_errors
 from components.finetune.render import CSS, SFT_WIZARD_NOTE, method_cards_html, method_label
 from studio.context import AppContext
 from studio.errors import ValidationError
+from studio.monitoring.costs import estimated_cost, load_costs
 from studio.settings import BUNDLED_MODEL_ID
 from studio.training.config import METHODS, FinetuneConfig, field_specs, method_specs
 from studio.training.service import (
@@ -311,10 +312,18 @@ def create_wizard_panel(ctx: AppContext) -> dict[str, Any]:
         progress(1.0, desc="Done")
         parts = "".join(f"\n* {line}" for line in result.breakdown())
         notes = "".join(f"\n\n{n}" for n in result.notes)
+        table, _text = load_costs(ctx.settings)
+        cost = estimated_cost(table, result.total_seconds, result.device)
+        low = estimated_cost(table, result.low_seconds, result.device).amount
+        high = estimated_cost(table, result.high_seconds, result.device).amount
+        cost_line = (
+            f"**Estimated cost: {cost.amount:.4f} {cost.currency}** ({low:.4f} – {high:.4f}) at {cost.basis}, by "
+            "your own price table (Resources tab → Cost; shipped figures are examples)."
+        )
         return (
-            f"**Estimated duration: {result.summary()}**\n\nEach part measured here just now (the estimate "
-            f"took {format_duration(result.estimate_seconds)}); the range has every part at its fastest and at "
-            f"its slowest:\n{parts}{notes}"
+            f"**Estimated duration: {result.summary()}**\n\n{cost_line}\n\nEach part measured here just now (the "
+            f"estimate took {format_duration(result.estimate_seconds)}); the range has every part at its fastest and "
+            f"at its slowest:\n{parts}{notes}"
         )
 
     def refresh_choices(dataset: str | None, model: str | None) -> tuple[Any, Any]:

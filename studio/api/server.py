@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection
 
@@ -160,6 +160,16 @@ def create_api(ctx: AppContext) -> FastAPI:
     app.include_router(inference_router, dependencies=[Depends(_require_key_http)])
     app.include_router(conversation_router, dependencies=[Depends(_require_key_http)])
     app.include_router(models_router, dependencies=[Depends(_require_key_http)])
+
+    @app.get("/metrics", tags=["studio"], response_class=PlainTextResponse, dependencies=[Depends(_require_key)])
+    def metrics() -> PlainTextResponse:
+        """The studio in Prometheus' text format: generations (requests, tokens, TTFT and tok/s histograms per
+        model, engine and endpoint), queue depth, loaded models, jobs by state, GPU memory. Behind the same sign-in
+        as everything else: scrape with ``Authorization: Bearer <token>``."""
+        from studio.monitoring.metrics import CONTENT_TYPE
+
+        body = ctx.metrics.render() if ctx.metrics is not None else b""
+        return PlainTextResponse(body, media_type=CONTENT_TYPE)
 
     @app.get("/health", tags=["studio"])
     def health(request: Request) -> dict[str, Any]:

@@ -130,6 +130,15 @@ def _users(conn: Connection) -> None:
         conn.execute(text(f"CREATE INDEX IF NOT EXISTS ix_{table}_{column} ON {table} ({column})"))
 
 
+def _monitoring_and_notifications(conn: Connection) -> None:
+    # imported here: the tables live in their own packages and register on SQLModel.metadata when imported
+    from studio.monitoring.tables import MONITORING_TABLES
+    from studio.notifications.tables import NOTIFICATION_TABLES
+
+    tables = [t.__table__ for t in (*MONITORING_TABLES, *NOTIFICATION_TABLES)]  # type: ignore[attr-defined,union-attr]
+    SQLModel.metadata.create_all(conn, tables=tables)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "request log", _initial),
     Migration(2, "playground conversations", _conversations),
@@ -140,6 +149,9 @@ MIGRATIONS: list[Migration] = [
     Migration(7, "audit generations: each reply of a bias audit, its scores and review", _audit_generations),
     Migration(8, "deployments: serving processes and remote endpoints", _deployments),
     Migration(9, "users, API tokens, audit log; owners of conversations, jobs, datasets, battles, log rows", _users),
+    Migration(
+        10, "job resource samples, notifications, their readers and webhook deliveries", _monitoring_and_notifications
+    ),
 ]
 
 

@@ -8,6 +8,7 @@ start (:func:`reattach`); either way the row keeps the last lines of its log.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,8 @@ from studio.errors import NotFoundError
 from studio.settings import Settings
 
 FAILURE_LOG_LINES = 15
+
+log = logging.getLogger(__name__)
 
 
 def _check_remote(row: Deployment, settings: Settings, at: datetime) -> None:
@@ -107,6 +110,7 @@ def run_check(db: Database, settings: Settings, deployment_id: str, dead: str = 
         row = session.get(Deployment, deployment_id)
         if row is None:
             raise NotFoundError(f"deployment '{deployment_id}' was deleted meanwhile", param="deployment")
+        was = row.status
         if _checked(row):
             at = now()
             if row.kind == "remote":
@@ -115,7 +119,17 @@ def run_check(db: Database, settings: Settings, deployment_id: str, dead: str = 
                 _check_local(row, settings, at, dead)
             row.checked_at = at
             session.add(row)
-        return DeploymentPublic.from_row(row, settings)
+        public = DeploymentPublic.from_row(row, settings)
+        became_bad = was in ("healthy",) and row.status in ("unhealthy", "failed", "lost")
+        name, message = row.name, row.message
+    if became_bad:  # after the commit: a notification (and its webhooks) for a deployment that went down
+        try:
+            from studio.notifications.service import notify_deployment_unhealthy
+
+            notify_deployment_unhealthy(db, name, message or public.status, settings=settings)
+        except Exception:
+            log.exception("could not notify that deployment %s is %s", name, public.status)
+    return public
 
 
 def refresh_one(db: Database, settings: Settings, ref: str) -> DeploymentPublic:

@@ -122,6 +122,11 @@ class Admission:
     def draining(self) -> bool:
         return self._draining
 
+    def all_counts(self) -> dict[str, tuple[int, int]]:
+        """Every model line's (running, waiting) generations (``GET /metrics``)."""
+        with self._cond:
+            return {key: (line.running, len(line.waiting)) for key, line in self._lines.items()}
+
     def counts(self, key: str) -> tuple[int, int]:
         """(running, waiting) on ``key``."""
         with self._cond:

@@ -571,6 +571,81 @@ class BatchScheduler:
         group.width = longest
 
 
+#: Token ids of the load-time check (:func:`rows_keep_their_bits`): rows of different lengths, two of equal length
+#: (they share an attention call), all below any vocabulary's size.
+CHECK_PROMPTS: tuple[tuple[int, ...], ...] = (
+    (17, 42, 99, 5, 301),
+    (64, 12, 900, 33, 7, 250, 18, 4),
+    (8, 88, 808, 80, 18, 180, 1800, 9),
+    (23, 46, 92),
+    (500, 1, 2, 3, 400, 5, 6, 7, 300, 9, 10),
+    (15, 30, 45, 60, 75, 90),
+)
+
+
+def rows_keep_their_bits(
+    torch: Any,
+    runner: BatchRunner,
+    key: Hashable,
+    prompts: tuple[tuple[int, ...], ...] = CHECK_PROMPTS,
+    device: Any = "cpu",
+    steps: int = 4,
+) -> str | None:
+    """Whether this machine's kernels give each row of batched decode steps the same logits, bit for bit, as the
+    row decoding alone (None), or why not. The guarantee that a batched request answers exactly as it would alone
+    rests on that, and it depends on the CPU: bf16 kernels kept a row's bits on an Intel Xeon with AMX and did not
+    on an AMD EPYC (avx512_bf16). ``steps`` decode steps of every prompt alone, then of all of them together (fed
+    the same tokens); costs about two prefills and ``steps + 1`` decode passes per prompt, once per model."""
+
+    def prefilled(ids: tuple[int, ...]) -> tuple[int, Any]:
+        logits, cache = runner.prefill(key, None, list(ids))
+        return int(logits[0].argmax()), cache
+
+    alone: list[list[tuple[int, Any]]] = []  # per prompt: (token fed, logits) per step
+    for ids in prompts:
+        token, cache = prefilled(ids)
+        trail = []
+        for step in range(steps):
+            layout = RowLayout.build(torch, [0], device)
+            logits, cache = runner.decode(
+                key,
+                [None],
+                torch.tensor([[token]], device=device),
+                torch.tensor([[len(ids) + step]], device=device),
+                cache,
+                layout,
+            )
+            trail.append((token, logits[0]))
+            token = int(logits[0].argmax())
+        alone.append(trail)
+    joined: Any = None
+    width = 0
+    for ids in prompts:
+        _token, cache = prefilled(ids)
+        if joined is None:
+            joined, width = cache, _width(cache)
+        else:
+            joined, width = join_rows(torch, joined, width, cache, len(ids))
+    differ: set[int] = set()
+    for step in range(steps):
+        logits, joined = runner.decode(
+            key,
+            [None] * len(prompts),
+            torch.tensor([[trail[step][0]] for trail in alone], device=device),
+            torch.tensor([[len(ids) + step] for ids in prompts], device=device),
+            joined,
+            RowLayout.build(torch, [width - (len(ids) + step) for ids in prompts], device),
+        )
+        width += 1
+        differ |= {i for i, trail in enumerate(alone) if not torch.equal(logits[i], trail[step][1])}
+    if differ:
+        return (
+            f"this machine's kernels give {len(differ)} of {len(prompts)} rows of batched decode steps other bits "
+            "than alone (checked at load), so each request decodes alone and answers exactly as alone"
+        )
+    return None
+
+
 def _width(cache: Any) -> int:
     layers = getattr(cache, "layers", None)
     if not layers or getattr(layers[0], "keys", None) is None:

@@ -29,6 +29,15 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def cpu_has_amx() -> bool:
+    """True on CPUs with AMX tiles (Intel Sapphire Rapids and later)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "amx_tile" in flags
+
+
 def resolve_dtype(dtype: str, device: str) -> Any:
     """Map the settings' dtype name ('auto', 'bfloat16', 'float16', 'float32') to a torch dtype."""
     torch = import_torch()

@@ -33,10 +33,11 @@ tz-aware UTC datetimes.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +55,8 @@ from studio.jobs.kinds import get_kind
 from studio.settings import Settings
 from studio.users.acting import current_user_id
 from studio.users.ownership import can_see, check_job_quotas, check_owner, visible
+
+log = logging.getLogger(__name__)
 
 QUEUED = "queued"
 RUNNING = "running"
@@ -356,6 +359,12 @@ def claim_next(db: Database, worker_id: str, device: str = "cpu", now: datetime 
 # --- transitions ------------------------------------------------------------------------------------------
 
 
+#: Called once after a job reaches a final state (succeeded, failed, cancelled, interrupted), in the process that
+#: ended it: ``hook(db, job)``. Notifications register here (studio.notifications); a failing hook is logged, never
+#: raised into the job's own bookkeeping.
+JOB_END_HOOKS: list[Callable[[Database, Job], None]] = []
+
+
 def _transition(
     db: Database, job_id: str, from_states: Sequence[str], values: dict[str, Any], lease: Lease | None = None
 ) -> bool:
@@ -365,7 +374,27 @@ def _transition(
         conditions += [JOB.c.worker_id == lease.worker_id, JOB.c.attempts == lease.attempt]
     with db.engine.begin() as conn:
         result = conn.execute(update(JOB).where(*conditions).values(updated_at=utcnow(), **values))
-    return bool(result.rowcount == 1)
+    changed = bool(result.rowcount == 1)
+    if changed and values.get("state") in FINAL_STATES:
+        _job_ended(db, job_id)
+    return changed
+
+
+def _job_ended(db: Database, job_id: str) -> None:
+    import studio.notifications.service  # noqa: F401  (registers its hook: a notification per ended job)
+
+    try:
+        with db.session() as session:
+            job = session.get(Job, job_id)
+        if job is None:
+            return
+        for hook in list(JOB_END_HOOKS):
+            try:
+                hook(db, _normalised(job))
+            except Exception:
+                log.exception("job-end hook %s failed for job %s", getattr(hook, "__name__", hook), job_id)
+    except Exception:
+        log.exception("could not run the job-end hooks of job %s", job_id)
 
 
 def can_cancel(job: Job) -> bool:

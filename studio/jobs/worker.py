@@ -3,7 +3,8 @@
 Loop: mark orphaned jobs ``interrupted`` (``queue.recover_orphans``), claim the next job, start
 ``python -m studio.jobs.child`` for it in a new process group (its output -- library warnings, progress bars,
 a crash's traceback -- goes to ``runs/<job>/output.txt``; ``log.txt`` holds only what the job and the worker
-write, so the log a user reads is the job's own), and until it exits: renew the job's heartbeat,
+write, so the log a user reads is the job's own), and until it exits: renew the job's heartbeat, sample its
+process tree into ``job_resource`` every ``resource_s`` (``studio.monitoring.jobs``),
 notice a cancel request (the job stops by itself at its next step; if it has not within ``cancel_grace_s`` the
 group gets SIGTERM, then SIGKILL ``kill_after_s`` later), notice that the job was taken away (kill at once).
 After the exit the whole group is killed (nothing the job started survives it) and, if the job process wrote
@@ -36,6 +37,8 @@ from studio.db.tables import Job
 from studio.jobs import queue
 from studio.jobs.procs import child_env, describe_exit, die_with_parent, signal_group
 from studio.jobs.queue import Lease
+from studio.monitoring.jobs import JobSampler
+from studio.monitoring.system import Nvml
 from studio.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,7 @@ class WorkerOptions:
     cancel_grace_s: float = 30.0  # how long a cancelled (or shut-down) job may take to stop by itself
     kill_after_s: float = 5.0  # after SIGTERM, how long until SIGKILL
     watch_s: float = 0.2  # how often the job process is looked at
+    resource_s: float = 5.0  # how often the job's process tree is sampled into job_resource (0: never)
 
 
 class Worker:
@@ -71,6 +75,7 @@ class Worker:
         self._stop = threading.Event()
         #: the process of the job being run, while there is one
         self.process: subprocess.Popen[bytes] | None = None
+        self._nvml: Nvml | None = None  # opened at the first sampled job: GPU memory of its processes
 
     def stop(self) -> None:
         """Stop claiming; a running job is asked to stop at its next step (ends ``interrupted``)."""
@@ -124,7 +129,7 @@ class Worker:
         self.process = proc
         try:
             queue.set_pid(self.db, lease, proc.pid)
-            ending = self._watch(proc, lease)
+            ending = self._watch(proc, lease, self._sampler(job.id, proc.pid))
         finally:
             signal_group(proc.pid, signal.SIGKILL)  # whatever the job left behind dies with it
             if proc.poll() is None:
@@ -135,12 +140,21 @@ class Worker:
         log.info("job %s: %s (%s)", job.id, final.state, final.message)
         return final
 
-    def _watch(self, proc: subprocess.Popen[bytes], lease: Lease) -> str | None:
-        """Wait for the job process; returns why the worker ended it ("cancel", "shutdown", "lost"), "finished"
-        when it wrote its final state and then was slow to exit, or None."""
+    def _sampler(self, job_id: str, pid: int) -> JobSampler | None:
+        """The sampler of the job's process tree (None when ``resource_s`` is 0)."""
+        if self.options.resource_s <= 0:
+            return None
+        if self._nvml is None:
+            self._nvml = Nvml()
+        return JobSampler(job_id, pid, self.options.device, self._nvml)
+
+    def _watch(self, proc: subprocess.Popen[bytes], lease: Lease, sampler: JobSampler | None = None) -> str | None:
+        """Wait for the job process (sampling its resources with ``sampler``); returns why the worker ended it
+        ("cancel", "shutdown", "lost"), "finished" when it wrote its final state and then was slow to exit, or
+        None."""
         opts = self.options
         check_every = min(1.0, opts.heartbeat_s)
-        last_check = last_beat = time.monotonic()
+        last_check = last_beat = last_sample = time.monotonic()
         cancel_seen: float | None = None
         shutdown_seen: float | None = None
         term_sent: float | None = None
@@ -152,6 +166,9 @@ class Worker:
             except subprocess.TimeoutExpired:
                 pass
             now = time.monotonic()
+            if sampler is not None and now - last_sample >= opts.resource_s:
+                last_sample = now
+                sampler.record(self.db)
             if now - last_check >= check_every:
                 last_check = now
                 try:

@@ -22,6 +22,7 @@ TABS = {
     "Fine-Tune": "#finetune-dashboard-title",
     "Evaluate": "#evaluate-run",
     "Safety": "#safety-scan-text",
+    "Resources": "#resources-title",
     "Account": "#account-signed-in",
 }
 SCREENSHOTS = Path(os.environ.get("STUDIO_SCREENSHOTS", "")) if os.environ.get("STUDIO_SCREENSHOTS") else None

@@ -112,9 +112,21 @@ def tiny_engine(tiny_dir: Path, max_parallel: int = 8, adapters: bool = True) ->
 @pytest.fixture(scope="module")
 def engine(tiny_dir: Path) -> Iterator[TransformersEngine]:
     eng = tiny_engine(tiny_dir)
-    assert eng.info.extra["batching"] == "on"
+    assert eng.info.extra["batching"].startswith(("on", "off (this machine's kernels", "off (this CPU has no AMX"))
     yield eng
     eng.unload()
+
+
+def batching_on(engine: TransformersEngine) -> bool:
+    """Batched decoding is on for this engine: the load-time check found this machine's kernels keep a row's bits
+    in a batch. Off (an AMD EPYC here), every request decodes alone, answers exactly as alone, and the assertions
+    about shared forward passes do not apply."""
+    return bool(engine.info.extra["batching"] == "on")
+
+
+def need_batching(engine: TransformersEngine) -> None:
+    if not batching_on(engine):
+        pytest.skip(f"batched decoding is {engine.info.extra['batching']}")
 
 
 PROMPTS = ["Hello there", "The capital of France is a city with a long history and", "1 2 3", "Once upon"]
@@ -146,12 +158,13 @@ def test_batched_replies_equal_solo_replies(engine: TransformersEngine) -> None:
     after = engine.batch_counters
     for ask, alone, batched in zip(asks, solo, together, strict=True):
         assert batched.key() == alone.key(), ask
-    assert after.peak_batch >= 4  # base and LoRA rows shared forward passes
+    assert after.peak_batch >= 4 or not batching_on(engine)  # base and LoRA rows shared forward passes
     assert after.prefills - before.prefills == len(asks)
 
 
 def test_concurrent_requests_take_about_max_tokens_steps_not_n_times(engine: TransformersEngine) -> None:
     """Four requests of 24 tokens at once take ~24 batched decode passes; taking turns would need 4 x 23."""
+    need_batching(engine)
     asks = [Ask(PROMPTS[i], greedy(24)) for i in range(4)]
     before = engine.batch_counters.decode_passes
     replies = run_together(engine, asks)
@@ -200,7 +213,9 @@ def test_a_request_joining_a_running_batch_gets_its_solo_reply(engine: Transform
     assert reply.tokens == solo_long.tokens
     assert late and late[0].key() == solo_late.key()
     after = engine.batch_counters
-    assert after.peak_batch >= 2 and after.prefills - before.prefills == 2
+    assert after.prefills - before.prefills == 2
+    need_batching(engine)
+    assert after.peak_batch >= 2
     # the two shared steps: fewer passes than their tokens added up
     assert after.decode_passes - before.decode_passes < len(solo_long.tokens) + len(solo_late.tokens) - 2
 
@@ -213,7 +228,7 @@ def test_n_parallel_bounds_the_running_rows_and_a_waiting_request_can_leave(tiny
         replies = run_together(engine, asks)
         assert [r.key() for r in replies] == [s.key() for s in solo]
         counters = engine.batch_counters
-        assert counters.peak_running == 2 and counters.peak_batch == 2
+        assert counters.peak_running == 2 and counters.peak_batch == (2 if batching_on(engine) else 1)
 
         # two running, a third waiting: cancelling it ends it at once with no token, the others go on
         cancel = threading.Event()
@@ -245,7 +260,8 @@ def test_more_rows_than_one_pass_holds_decode_in_passes_of_at_most_32(tiny_dir: 
         replies = run_together(engine, asks)
         assert [r.key() for r in replies] == [s.key() for s in solo]
         counters = engine.batch_counters
-        assert counters.peak_batch == ROWS_PER_PASS == 32 and counters.peak_running > 32
+        assert counters.peak_running > 32
+        assert counters.peak_batch == (ROWS_PER_PASS if batching_on(engine) else 1) and ROWS_PER_PASS == 32
     finally:
         engine.unload()
 
@@ -350,6 +366,6 @@ def test_bundled_model_batched_equals_solo(studio_home: Path) -> None:
             t.join(120)
         for i in range(6):
             assert together[i] is not None and together[i].key() == solo[i].key(), questions[i]  # type: ignore[union-attr]
-        assert engine.batch_counters.peak_batch >= 3
+        assert engine.batch_counters.peak_batch >= 3 or not batching_on(engine)
     finally:
         engine.unload()

@@ -151,6 +151,7 @@ def test_submit_trains_a_tiny_lora_to_success_and_registers_the_adapter(client: 
 def test_estimate_runs_real_warm_up_steps(client: Client) -> None:
     text = client.predict(job_config(max_steps=20), api_name="/finetune_estimate")
     assert "Estimated duration" in text and "20 steps x" in text and "s/step" in text
+    assert "Estimated cost:" in text and "USD" in text and "CPU cores x 0.04 USD/h" in text  # issue 20, point 4
 
 
 def test_import_from_playground_conversations(client: Client, server) -> None:  # type: ignore[no-untyped-def]

@@ -81,12 +81,18 @@ def build_app(ctx: Any, counter: RequestCounter) -> Any:
     from studio.api.server import create_api
 
     app = create_api(ctx)
-    app.router.routes = [r for r in app.router.routes if str(getattr(r, "path", "")).startswith(KEPT_PATHS)]
+    app.router.routes = [
+        r
+        for r in app.router.routes
+        if str(getattr(r, "path", "")).startswith(KEPT_PATHS) and getattr(r, "path", "") != "/metrics"
+    ]
 
     @app.get("/metrics", tags=["studio"], response_class=PlainTextResponse)
     def metrics() -> str:
-        """Requests served (Prometheus text), read by the studio for the deployment's table."""
-        return counter.prometheus()
+        """Requests served (read by the studio for the deployment's table), then the studio's own metrics
+        (generations, TTFT and tok/s histograms, queue depth; issue 20), in Prometheus text."""
+        studio_metrics = ctx.metrics.render().decode() if getattr(ctx, "metrics", None) is not None else ""
+        return counter.prometheus() + studio_metrics
 
     app.add_middleware(SecurityMiddleware, settings=ctx.settings)
     return app

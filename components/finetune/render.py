@@ -261,7 +261,8 @@ def job_header_html(view: JobView | None) -> str:
         f'<div class="ft-bar" role="progressbar" aria-valuenow="{percent:.0f}" aria-valuemin="0" '
         f'aria-valuemax="100"><div style="width:{percent:.1f}%"></div></div>'
         f'<div class="ft-row"><span>{escape(" · ".join(parts))}</span></div>'
-        f"<div>{escape(view.message)}</div></div>"
+        + (f'<div class="ft-muted" data-cost="1">Cost: {escape(view.cost)}</div>' if view.cost else "")
+        + f"<div>{escape(view.message)}</div></div>"
     )
 
 

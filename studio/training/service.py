@@ -32,7 +32,7 @@ from studio.datasets.store import DatasetStore
 from studio.datasets.validate import ChatTokenizer
 from studio.db.engine import Database
 from studio.db.tables import Dataset, Job, JobMetric
-from studio.errors import ConflictError, ValidationError
+from studio.errors import ConflictError, StudioError, ValidationError
 from studio.jobs import queue
 from studio.monitor import memory_snapshot
 from studio.settings import Settings
@@ -616,6 +616,7 @@ class JobView:
     series: dict[str, MetricSeries] = field(default_factory=dict)
     log_tail: str = ""
     memory: MemoryView | None = None
+    cost: str = ""  # its cost from its measured running time by the user's price table ("" before it starts)
 
     @property
     def can_cancel(self) -> bool:
@@ -689,6 +690,7 @@ class JobView:
             "artifact_path": self.artifact_path,
             "registered_as": self.registered_as,
             "checkpoint_path": self.checkpoint_path,
+            "cost": self.cost,
             "metrics": {name: {"steps": s.steps, "values": s.values} for name, s in self.series.items()},
             "result": self.result,
             "config": self.config,
@@ -722,7 +724,23 @@ def job_view(settings: Settings, db: Database, job_id: str, log_lines: int = 40)
         series=metric_series(queue.job_metrics(db, job.id)),
         log_tail=queue.log_tail(settings, job.id, log_lines),
         memory=job_memory(job),
+        cost=job_cost_text(settings, job),
     )
+
+
+def job_cost_text(settings: Settings, job: Job) -> str:
+    """``"0.0123 USD (4.1 min at 2 CPU cores x 0.04 USD/h)"`` from the job's measured running time ("so far" while
+    it runs; "" before it starts); a broken price table says so instead."""
+    if job.started_at is None:
+        return ""
+    from studio.monitoring.costs import job_cost, load_costs
+
+    try:
+        table, _text = load_costs(settings)
+    except StudioError as exc:
+        return f"no cost: {exc.message}"
+    text = job_cost(table, job).text()
+    return f"{text} so far" if job.finished_at is None else text
 
 
 def trained_model_names(db: Database, job_id: str) -> tuple[str, str]:

@@ -118,3 +118,27 @@ def test_totals_per_day_user_and_experiment(env) -> None:  # type: ignore[no-unt
     assert experiments["selftest: sft-a"].jobs == 2
     with pytest.raises(ValidationError, match="day, user or experiment"):
         cost_totals(db, table, "month")
+
+
+def test_the_job_page_shows_its_cost_from_measured_time(env) -> None:  # type: ignore[no-untyped-def]
+    """The Fine-Tune job monitor's view: the job's cost from its running time; "so far" while it runs."""
+    from components.finetune.render import job_header_html
+    from studio.training.service import job_view
+
+    settings, db = env
+    save_costs(settings, TABLE)
+    job_id = queue.submit(db, "selftest", {"steps": 1}).id
+    assert job_view(settings, db, job_id).cost == ""  # not started: no cost
+    start = datetime.now(UTC) - timedelta(minutes=30)
+    with db.engine.begin() as conn:
+        conn.execute(update(JOB).where(JOB.c.id == job_id).values(state="running", started_at=start))
+    running = job_view(settings, db, job_id)
+    assert running.cost.endswith("so far") and "EUR" in running.cost
+    with db.engine.begin() as conn:
+        conn.execute(
+            update(JOB).where(JOB.c.id == job_id).values(state="succeeded", finished_at=start + timedelta(minutes=30))
+        )
+    view = job_view(settings, db, job_id)
+    cores = os.cpu_count() or 1
+    assert view.cost.startswith(f"{0.5 * cores * 0.05:.4f} EUR (30.0 min at {cores} CPU cores")
+    assert view.to_dict()["cost"] == view.cost and "Cost: " in job_header_html(view)

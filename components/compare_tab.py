@@ -47,11 +47,11 @@ def create_compare_tab(ctx: AppContext) -> dict[str, Any]:
             with gr.Tab("Export & train", id="compare-loop"):
                 create_loop_panel(ctx, named["contenders"])
 
-    def refresh_pickers() -> list[Any]:
-        choices = shared.choices()
-        return [gr.update(choices=choices) for _ in shared.pickers]
+    def refresh_pickers(*languages: str | None) -> list[Any]:
+        """Every picker offers the current contenders, narrowed by its panel's Language (none given: every one)."""
+        return shared.refreshed_pickers(*languages)
 
-    refresh.click(refresh_pickers, [], shared.pickers, api_visibility="private")
+    refresh.click(refresh_pickers, shared.languages, shared.pickers, api_visibility="private")
     for event in (blind["vote_event"], batch["vote_event"]):
         event.then(board["show"], board["inputs"], board["outputs"], api_visibility="private")
     return {

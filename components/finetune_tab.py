@@ -9,6 +9,7 @@ from typing import Any
 import gradio as gr
 from gradio.context import Context
 
+from components.finetune.curate_panel import create_curate_panel
 from components.finetune.dashboard_panel import create_dashboard_panel
 from components.finetune.datasets_panel import create_datasets_panel
 from components.finetune.monitor_panel import create_monitor_panel
@@ -16,7 +17,7 @@ from components.finetune.wizard_panel import create_wizard_panel
 from studio.context import AppContext
 from studio.training.service import TokenizerCache
 
-DASHBOARD, DATASETS, NEW_JOB, JOBS = "ft-dashboard", "ft-datasets", "ft-new-job", "ft-jobs"
+DASHBOARD, DATASETS, CURATE, NEW_JOB, JOBS = "ft-dashboard", "ft-datasets", "ft-curate", "ft-new-job", "ft-jobs"
 
 
 def create_finetune_tab(ctx: AppContext) -> dict[str, Any]:
@@ -26,6 +27,8 @@ def create_finetune_tab(ctx: AppContext) -> dict[str, Any]:
             dashboard = create_dashboard_panel(ctx)
         with gr.Tab("Datasets", id=DATASETS, elem_id="finetune-tab-datasets") as datasets_tab:
             datasets = create_datasets_panel(ctx, tokenizers)
+        with gr.Tab("Curate", id=CURATE, elem_id="finetune-tab-curate") as curate_tab:
+            curation = create_curate_panel(ctx, tokenizers)
         with gr.Tab("New job", id=NEW_JOB, elem_id="finetune-tab-new-job") as wizard_tab:
             wizard = create_wizard_panel(ctx)
         with gr.Tab("Jobs & monitor", id=JOBS, elem_id="finetune-tab-jobs") as jobs_tab:
@@ -56,9 +59,12 @@ def create_finetune_tab(ctx: AppContext) -> dict[str, Any]:
     datasets_tab.select(
         datasets["show_fn"], datasets["show_inputs"], datasets["show_outputs"], api_visibility="private"
     )
+    curate_tab.select(curation["refresh_fn"], None, curation["refresh_outputs"], api_visibility="private").then(
+        curation["lineage_fn"], [curation["dataset"]], curation["lineage_outputs"], api_visibility="private"
+    )
     wizard_tab.select(wizard["refresh_fn"], wizard["refresh_io"], wizard["refresh_io"], api_visibility="private")
     jobs_tab.select(monitor["list_fn"], [monitor["state_filter"]], [monitor["table"]], api_visibility="private")
-    for event in datasets["changed_events"]:
+    for event in [*datasets["changed_events"], *curation["changed_events"]]:
         event.then(wizard["refresh_fn"], wizard["refresh_io"], wizard["refresh_io"], api_visibility="private")
 
     # every page (re)load reads the database again: the tab shows what is stored, whichever browser opens it
@@ -75,16 +81,21 @@ def create_finetune_tab(ctx: AppContext) -> dict[str, Any]:
             return gr.skip(), gr.skip()
         return gr.Tabs(selected=JOBS), job_id
 
-    wizard["submit_event"].success(
-        open_submitted, [wizard["job_id"]], [subtabs, monitor["job_id"]], api_visibility="private", queue=False
-    ).then(monitor["show_fn"], [monitor["job_id"]], monitor["show_outputs"], api_visibility="private").then(
-        monitor["list_fn"], [monitor["state_filter"]], [monitor["table"]], api_visibility="private"
-    )
+    for submitted, job_box in (
+        (wizard["submit_event"], wizard["job_id"]),
+        (curation["augment_event"], curation["augment_job"]),
+    ):
+        submitted.success(
+            open_submitted, [job_box], [subtabs, monitor["job_id"]], api_visibility="private", queue=False
+        ).then(monitor["show_fn"], [monitor["job_id"]], monitor["show_outputs"], api_visibility="private").then(
+            monitor["list_fn"], [monitor["state_filter"]], [monitor["table"]], api_visibility="private"
+        )
     return {
         "tabs": subtabs,
         "dashboard": dashboard,
         "datasets": datasets,
         "wizard": wizard,
+        "curation": curation,
         "monitor": monitor,
         "job_id": monitor["job_id"],
         "load_button": monitor["load_event_btn"],

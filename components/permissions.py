@@ -26,6 +26,10 @@ READ = frozenset(
         "new_form",
         "ask_delete",
         "aliases_validate",
+        "finetune_curate_preview",
+        "finetune_curate_pipeline",
+        "finetune_lineage",
+        "do_lineage",
         "aliases_export",
         "adapters_list",
         "adapters_push_status",
@@ -120,6 +124,11 @@ READ = frozenset(
         "notifications_read",
         "notifications_poll",
         "notifications_show",
+        "playground_filter_models",
+        "compare_filter_contenders",
+        "compare_filter_pool",
+        "compare_filter_sides",
+        "finetune_filter_models",
     ]
 )
 CHAT = frozenset(

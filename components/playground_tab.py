@@ -12,6 +12,7 @@ from gradio.context import Context
 
 from components.buttons import offer, withdraw
 from components.common import handle_errors
+from components.language_filter import add_language_filter
 from components.playground.analysis_panel import create_analysis_panel
 from components.playground.batch_panel import create_batch_panel
 from components.playground.conversations_panel import create_conversations_panel
@@ -136,6 +137,13 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
                 allow_custom_value=True,
                 elem_id="playground-model",
                 scale=3,
+            )
+            model_language = add_language_filter(
+                ctx,
+                [model_box],
+                lambda: _model_choices(ctx)[0],
+                elem_id="playground-language",
+                api_name="playground_filter_models",
             )
             adapter_box = gr.Textbox(
                 label="Adapter (optional)",
@@ -438,8 +446,10 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
         """The status line for the picked model: loaded (engine, device, active adapter) or not yet."""
         return load_status_line(ctx.engines, model)
 
-    def refresh_models(current: str | None) -> Any:
+    def refresh_models(current: str | None, language: str | None = None) -> Any:
         choices, default = _model_choices(ctx)
+        if language:  # the Language filter's choice (none from app.py's cross-tab refreshes: every model)
+            choices = model_language.narrow(language)
         return gr.Dropdown(choices=choices, value=current or default)
 
     def monitor() -> tuple[str, list[list[Any]]]:
@@ -572,7 +582,7 @@ def create_playground_tab(ctx: AppContext) -> dict[str, Any]:
     clear.click(lambda: ([], ""), None, [chatbot, stats], api_visibility="private", queue=False).then(
         conversations["new_fn"], conversations["new_inputs"], conversations["new_outputs"], api_visibility="private"
     )
-    refresh.click(refresh_models, [model_box], [model_box], api_name="playground_models")
+    refresh.click(refresh_models, [model_box, model_language.dropdown], [model_box], api_name="playground_models")
     model_box.change(use_alias_settings, [model_box], params, api_visibility="private")
     model_box.change(show_load_status, [model_box], [load_status], api_visibility="private", queue=False)
     root = Context.root_block

@@ -323,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     from studio.datasets.cli import register as register_datasets
 
     register_datasets(sub)  # `studio datasets import FILE|list|show NAME`
+    from studio.curation.cli import register as register_data
+
+    register_data(sub)  # `studio data curate PIPELINE --dataset NAME [--preview]` and `studio data pipelines`
     from studio.export.cli import register as register_export
 
     register_export(sub)  # `studio export merged|gguf|onnx|triton|docker MODEL`, `studio export list|show`

@@ -130,6 +130,13 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(
         default=10.0, ge=0, le=3600, description="On shutdown, seconds running generations may finish."
     )
+    disk_low_percent: float = Field(
+        default=5.0,
+        ge=0,
+        le=100,
+        description="Notify 'disk nearly full' when less than this percent of the volume holding STUDIO_HOME is "
+        "free (0 turns the check off).",
+    )
     model_dirs: str = Field(
         default="", description="Extra directories to scan for models, separated by the OS path separator."
     )

@@ -24,16 +24,21 @@ def create_named_panel(shared: CompareShared) -> dict[str, Any]:
     """2-4 contenders, one prompt, all replies streaming side by side; continue; regenerate one side."""
     ctx = shared.ctx
     choices = shared.choices()
-    contenders = gr.Dropdown(
-        choices,
-        value=choices[:2] if len(choices) >= 2 else choices,
-        multiselect=True,
-        max_choices=MAX_SIDES,
-        allow_custom_value=True,
-        label="Contenders (2-4)",
-        info="Models, aliases, or 'model + adapter' (an adapter under STUDIO_HOME/adapters on its base model).",
-        elem_id="compare-contenders",
-    )
+    with gr.Row():
+        contenders = gr.Dropdown(
+            choices,
+            value=choices[:2] if len(choices) >= 2 else choices,
+            multiselect=True,
+            max_choices=MAX_SIDES,
+            allow_custom_value=True,
+            label="Contenders (2-4)",
+            info="Models, aliases, or 'model + adapter' (an adapter under STUDIO_HOME/adapters on its base model).",
+            elem_id="compare-contenders",
+            scale=4,
+        )
+        shared.language_filter(
+            [contenders], elem_id="compare-contenders-language", api_name="compare_filter_contenders", keep=2
+        )
     shared.pickers.append(contenders)
     session = gr.State(NamedSession())
     chats: list[gr.Chatbot] = []
@@ -136,14 +141,17 @@ def create_blind_panel(shared: CompareShared) -> dict[str, Any]:
         "The studio picks two contenders from the pool and hides their names until you vote. "
         "Votes feed the leaderboard and the preference data."
     )
-    pool = gr.Dropdown(
-        choices,
-        value=choices[: min(3, len(choices))],
-        multiselect=True,
-        allow_custom_value=True,
-        label="Pool",
-        elem_id="compare-blind-pool",
-    )
+    with gr.Row():
+        pool = gr.Dropdown(
+            choices,
+            value=choices[: min(3, len(choices))],
+            multiselect=True,
+            allow_custom_value=True,
+            label="Pool",
+            elem_id="compare-blind-pool",
+            scale=4,
+        )
+        shared.language_filter([pool], elem_id="compare-blind-language", api_name="compare_filter_pool", keep=2)
     shared.pickers.append(pool)
     state = gr.State(None)
     prompt = gr.Textbox(label="Prompt", lines=2, elem_id="compare-blind-prompt")
@@ -220,6 +228,9 @@ def create_batch_panel(shared: CompareShared) -> dict[str, Any]:
             choices, value=choices[1] if len(choices) > 1 else None, allow_custom_value=True, label="B",
             elem_id="compare-batch-b",
         )  # fmt: skip
+        shared.language_filter(
+            [side_a, side_b], elem_id="compare-batch-language", api_name="compare_filter_sides", keep=1
+        )
     shared.pickers += [side_a, side_b]
     prompts = gr.Textbox(label="Prompts (one per line)", lines=5, elem_id="compare-batch-prompts")
     run_btn = gr.Button("Run batch", variant="primary", elem_id="compare-batch-run")

@@ -1,6 +1,6 @@
 """Fine-Tune "Datasets": upload labeled examples (format detected, validation report before anything is
-accepted, column mapping correctable), dataset cards, versions, preview, token-length histogram, and datasets
-made from saved Playground conversations. Wiring only: ``ctx.datasets`` and ``studio.training.service``."""
+accepted, column mapping correctable), dataset cards, versions, preview, token-length histogram and language mix,
+and datasets made from saved Playground conversations. Wiring only: ``ctx.datasets`` and ``studio.training.service``."""
 
 from __future__ import annotations
 
@@ -298,8 +298,8 @@ def create_datasets_panel(ctx: AppContext, tokenizers: TokenizerCache) -> dict[s
     def show_dataset(
         name: str | None, version: str | None, base_model: str | None, max_length: float | None
     ) -> tuple[Any, ...]:
-        """One dataset version: the versions table, a preview table, token statistics and the histogram of
-        token lengths with the base model's tokenizer."""
+        """One dataset version: the versions table, a preview table, token statistics with the version's language
+        mix ("en 92% · hi 8%") and the histogram of token lengths with the base model's tokenizer."""
         if not name:
             raise ValidationError("choose a dataset", param="name")
         resolved = store.get_version(name, None if version in (None, "", LATEST) else int(str(version)))
@@ -307,10 +307,11 @@ def create_datasets_panel(ctx: AppContext, tokenizers: TokenizerCache) -> dict[s
         stats = dataset_token_stats(
             store, tokenizers, name, resolved.number, base_model or "default", int(max_length) if max_length else None
         )
+        languages = store.language_mix(resolved)
         return (
             as_table(version_rows(store, name), list(VERSION_COLUMNS)),
             as_table(shown.rows, shown.headers),
-            f"Version {resolved.number}: " + token_stats_markdown(stats),
+            f"Version {resolved.number}: {token_stats_markdown(stats)}\n\n**Languages:** {languages.summary()}",
             token_histogram_figure(stats),
         )
 

@@ -140,6 +140,9 @@ def dataset_cards_html(cards: list[DatasetCard]) -> str:
         if card.token_stats is not None:
             t = card.token_stats
             tokens = f'<div class="ft-row"><span>Tokens</span><span>mean {t.mean:.0f} · max {t.max}</span></div>'
+        if card.languages is not None and card.languages.rows:
+            mix = escape(card.languages.summary(3))
+            tokens += f'<div class="ft-row"><span>Languages</span><span>{mix}</span></div>'
         out.append(
             f'<div class="ft-card" data-dataset="{escape(card.name)}"><h4>{escape(card.name)} {badge}</h4>'
             f'<div class="ft-row"><span>Labeled Examples</span><span>{escape(card.examples_label)}</span></div>'

@@ -1,6 +1,6 @@
-"""Fine-Tune "New job": the wizard. Step 1 labeled examples, Step 2 base model and method, Step 3 training
-parameters, Step 4 schedule, Review: the full YAML (what is submitted, so form and file are one schema), a
-duration estimate from real warm-up steps, Submit. Wiring only: ``studio.training.service``.
+"""Fine-Tune "New job": the wizard. Step 1 labeled examples, Step 2 base model (with a language filter) and method,
+Step 3 training parameters, Step 4 schedule, Review: the full YAML (what is submitted, so form and file are one
+schema), a duration estimate from real warm-up steps, Submit. Wiring only: ``studio.training.service``.
 
 Every widget's ``info`` is the field's help text from ``field_specs()`` and sliders take its range. Number
 boxes take no ``minimum``/``maximum``: Gradio's own range error does not say which field is wrong, while the
@@ -14,8 +14,10 @@ import gradio as gr
 
 from components.common import handle_errors
 from components.finetune.render import CSS, SFT_WIZARD_NOTE, method_cards_html, method_label
+from components.language_filter import add_language_filter
 from studio.context import AppContext
 from studio.errors import ValidationError
+from studio.models.languages import ANY
 from studio.monitoring.costs import estimated_cost, load_costs
 from studio.settings import BUNDLED_MODEL_ID
 from studio.training.config import METHODS, FinetuneConfig, field_specs, method_specs
@@ -133,14 +135,23 @@ def create_wizard_panel(ctx: AppContext) -> dict[str, Any]:
                 next1 = gr.Button("Next: model & method →", variant="primary", elem_id="finetune-next-1", scale=1)
         with gr.Step("2 · Model & method", id=2, elem_id="finetune-step-2"):
             gr.Markdown("### Step 2: Configure Model\nSelect base model and fine-tuning method.")
-            widgets["base_model"] = gr.Dropdown(
-                models,
-                value=model0,
-                allow_custom_value=True,
-                label="Base model",
-                info=info("base_model"),
-                elem_id="finetune-base_model",
-            )
+            with gr.Row():
+                widgets["base_model"] = gr.Dropdown(
+                    models,
+                    value=model0,
+                    allow_custom_value=True,
+                    label="Base model",
+                    info=info("base_model"),
+                    elem_id="finetune-base_model",
+                    scale=4,
+                )
+                model_language = add_language_filter(
+                    ctx,
+                    [widgets["base_model"]],
+                    lambda: base_model_choices(ctx.engines.resolver),
+                    elem_id="finetune-base-model-language",
+                    api_name="finetune_filter_models",
+                )
             gr.Markdown("#### Fine-Tuning Method *\nChoose how your model will learn from labeled examples.")
             widgets["method"] = gr.Radio(
                 [(method_label(methods[m], unavailable.get(m)), m) for m in METHODS],
@@ -326,14 +337,20 @@ def create_wizard_panel(ctx: AppContext) -> dict[str, Any]:
             f"at its slowest:\n{parts}{notes}"
         )
 
-    def refresh_choices(dataset: str | None, model: str | None) -> tuple[Any, Any]:
-        """Datasets and base models may have changed elsewhere (imports, aliases): offer the current ones."""
+    def refresh_choices(dataset: str | None, model: str | None, language: str | None = ANY) -> tuple[Any, Any, Any]:
+        """Datasets and base models may have changed elsewhere (imports, aliases): offer the current ones (the base
+        models narrowed to the chosen language, and that picker's languages)."""
         names_now = ctx.datasets.names()
-        models_now = base_model_choices(ctx.engines.resolver)
+        language_box, language_now = model_language.refreshed(language)
+        models_now = model_language.narrow(language_now)
         keep = dataset if dataset in names_now else (DEFAULT_DATASET if DEFAULT_DATASET in names_now else None)
         if keep is None and names_now:
             keep = names_now[0]
-        return gr.Dropdown(choices=names_now, value=keep), gr.Dropdown(choices=models_now, value=model or model0)
+        return (
+            gr.Dropdown(choices=names_now, value=keep),
+            gr.Dropdown(choices=models_now, value=model or model0),
+            language_box,
+        )
 
     for button, step in ((next1, 2), (next2, 3), (next3, 4), (back2, 1), (back3, 2), (back4, 3)):
         button.click(lambda s=step: go(s), None, walkthrough, api_visibility="private", queue=False)
@@ -354,6 +371,6 @@ def create_wizard_panel(ctx: AppContext) -> dict[str, Any]:
         "job_id": job_id,
         "submit_event": submit_event,
         "refresh_fn": refresh_choices,
-        "refresh_io": [widgets["dataset"], widgets["base_model"]],
+        "refresh_io": [widgets["dataset"], widgets["base_model"], model_language.dropdown],
         "widgets": widgets,
     }

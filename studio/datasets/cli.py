@@ -4,7 +4,7 @@
     studio datasets import FILE [--name N] [--format F] [--mapping M] [--on-invalid reject|drop]
                                 [--description D] [--dry-run] [--json]
     studio datasets list [--json]
-    studio datasets show NAME [--version N] [--rows N] [--json]
+    studio datasets show NAME [--version N] [--rows N] [--json]   (versions, language mix, preview)
 
 ``import`` takes the same path as the Fine-Tune tab's upload form: :meth:`DatasetStore.import_upload` with the
 column mapping read by :func:`studio.datasets.mapping.mapping_from_text` — the format is detected unless
@@ -142,17 +142,19 @@ def cmd_datasets_list(args: argparse.Namespace) -> int:
 
 
 def cmd_datasets_show(args: argparse.Namespace) -> int:
-    """One dataset: its versions and a preview of a version (the latest by default)."""
+    """One dataset: its versions, a version's language mix and a preview of it (the latest version by default)."""
     store = _store(Settings())
     dataset = store.get(args.name)
     version = store.get_version(args.name, args.version)
     versions = store.versions(args.name)
     preview = store.preview(version, args.rows)
+    languages = store.language_mix(version)
     if args.json:
         data: dict[str, Any] = {
             "dataset": dataset.model_dump(mode="json"),
             "version": version.model_dump(mode="json"),
             "versions": [v.model_dump(mode="json") for v in versions],
+            "languages": {**languages.model_dump(), "counts": dict(languages.ranked())},
             "preview": preview.model_dump(mode="json"),
         }
         print(json.dumps(data, indent=2, ensure_ascii=False))
@@ -163,6 +165,7 @@ def cmd_datasets_show(args: argparse.Namespace) -> int:
         created = v.created_at.astimezone().strftime("%Y-%m-%d %H:%M")
         rows.append((f"v{v.number}", str(v.num_examples), v.format, v.source, v.content_hash[:12], created))
     _table(rows)
+    print(f"\nv{version.number} languages: {languages.summary()}")
     unused = version.lineage.get("unused_columns")
     if unused:
         print(f"\nv{version.number} left these columns of its file out: {', '.join(unused)}")
@@ -200,7 +203,7 @@ def register(subparsers: Any) -> None:
     dl = dsub.add_parser("list", help="every dataset with its kind, format, size and latest version")
     dl.add_argument("--json", action="store_true", help="machine-readable output")
     dl.set_defaults(func=cmd_datasets_list)
-    ds = dsub.add_parser("show", help="one dataset: versions and a preview")
+    ds = dsub.add_parser("show", help="one dataset: versions, language mix and a preview")
     ds.add_argument("name")
     ds.add_argument("--version", type=int, help="version number (default: the latest)")
     ds.add_argument("--rows", type=int, default=10, help="preview rows (default 10)")

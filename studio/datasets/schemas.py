@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from studio.datasets.formats import DatasetKind
-from studio.datasets.stats import TokenStats
+from studio.datasets.stats import LanguageMix, TokenStats
 from studio.datasets.validate import ValidationReport
 
 KIND_BADGES: dict[str, str] = {"supervised": "Supervised", "preference": "Preference", "kto": "KTO"}
@@ -79,6 +79,7 @@ class DatasetCard(BaseModel):
     created_at: datetime
     updated_at: datetime
     token_stats: TokenStats | None = None
+    languages: LanguageMix | None = Field(None, description="The latest version's language mix, when worked out.")
     owner: str = ""  # the user who made it ("" before users existed, or the single user)
     private: bool = False  # only its owner and admins see it
 

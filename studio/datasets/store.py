@@ -1,4 +1,4 @@
-"""Datasets on disk and in the database: import, version, list, preview, token statistics, delete.
+"""Datasets on disk and in the database: import, version, list, preview, token statistics, language mix, delete.
 
 A dataset is a ``Dataset`` row and immutable ``DatasetVersion`` rows. Each version's canonical examples (see
 ``studio.datasets.formats``) are stored as JSONL at ``STUDIO_HOME/datasets/<dataset_id>/<content_hash>.jsonl``,
@@ -44,7 +44,7 @@ from studio.datasets.schemas import (
     examples_label,
     size_label,
 )
-from studio.datasets.stats import TokenStats, compute_token_stats
+from studio.datasets.stats import LanguageMix, TokenStats, compute_language_mix, compute_token_stats
 from studio.datasets.validate import (
     ChatTokenizer,
     OnInvalid,
@@ -64,7 +64,7 @@ from studio.users.ownership import check_owner, user_names, visible
 log = logging.getLogger(__name__)
 
 MAX_NAME = 200
-SOURCES: tuple[str, ...] = ("upload", "edit", "conversations", "feedback", "builtin")
+SOURCES: tuple[str, ...] = ("upload", "edit", "conversations", "feedback", "builtin", "curate", "augment")
 PREVIEW_CHARS = 300
 
 
@@ -120,6 +120,16 @@ def _reply_text(message: Mapping[str, Any]) -> str:
         for c in message.get("tool_calls") or ()
     ]
     return " ".join(p for p in (str(message["content"]), *calls) if p)
+
+
+def _initial_stats(examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The statistics a new version starts with: its language mix. A failing identifier costs only the figure
+    (:meth:`DatasetStore.language_mix` tries again later), never the import."""
+    try:
+        return {"languages": compute_language_mix(examples).model_dump()}
+    except Exception:
+        log.warning("could not identify the languages of a new dataset version", exc_info=True)
+        return {}
 
 
 class DatasetStore:
@@ -319,6 +329,7 @@ class DatasetStore:
                     return DatasetPublic.model_validate(found), DatasetVersionPublic.model_validate(same), False
                 check_owner(f"dataset {name!r}", found.owner_id, self.db)  # before any file is written
             dataset_id = found.id if found is not None else new_id()
+        stats = _initial_stats(examples)
         folder = self.root / dataset_id
         folder_existed = folder.exists()
         path = folder / f"{digest}.jsonl"
@@ -366,6 +377,7 @@ class DatasetStore:
                     source=source,
                     parent_version_id=parent_version_id or dataset.latest_version_id,
                     lineage=lineage,
+                    stats=stats,
                 )
                 session.add(version)
                 dataset.latest_version_id = version.id
@@ -540,6 +552,23 @@ class DatasetStore:
             session.add(row)
         return stats
 
+    def language_mix(self, version: DatasetVersionPublic | str, *, refresh: bool = False) -> LanguageMix:
+        """How many of a version's examples are in each language (:class:`LanguageMix`). Worked out when the
+        version is written and kept in ``DatasetVersion.stats["languages"]``; a version written before that (or
+        with ``refresh``) is identified now and the result saved."""
+        resolved = self._resolve(version)
+        cached = resolved.stats.get("languages")
+        if cached and not refresh:
+            return LanguageMix.model_validate(cached)
+        mix = compute_language_mix(self.load_examples(resolved))
+        with self.db.session() as session:
+            row = session.get(DatasetVersion, resolved.id)
+            if row is None:
+                raise NotFoundError(f"dataset version {resolved.id!r} was deleted", param="version_id")
+            row.stats = {**row.stats, "languages": mix.model_dump()}  # a new dict: JSON columns track assignment
+            session.add(row)
+        return mix
+
     def list_cards(self) -> list[DatasetCard]:
         """A card per dataset (its latest version), most recently updated first."""
         with self.db.session() as session:
@@ -577,6 +606,7 @@ class DatasetStore:
                         created_at=dataset.created_at,
                         updated_at=dataset.updated_at,
                         token_stats=TokenStats.model_validate(tokens) if tokens else None,
+                        languages=LanguageMix.model_validate(mix) if (mix := version.stats.get("languages")) else None,
                         owner=owners.get(dataset.owner_id or "", ""),
                         private=dataset.private,
                     )

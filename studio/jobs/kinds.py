@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 #: kind name -> the module whose import registers it. The one place that says which kinds exist.
 KIND_MODULES: dict[str, str] = {
     "audit": "studio.safety.audit",
+    "augment": "studio.curation.augment",
     "eval": "studio.evaluation.job",
     "finetune": "studio.training.job",
     "dpo": "studio.training.preference",

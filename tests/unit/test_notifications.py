@@ -352,6 +352,17 @@ def test_a_nearly_full_disk_notifies_once_an_hour(db: Database, tmp_path: Path) 
     assert webhooks.check_disk(db, settings, low_fraction=1.01) is None  # said within the hour
 
 
+def test_the_disk_low_threshold_comes_from_the_setting(db: Database, tmp_path: Path) -> None:
+    """STUDIO_DISK_LOW_PERCENT sets the threshold (0 turns the check off); out of range is refused by name."""
+    off = _settings(tmp_path).model_copy(update={"disk_low_percent": 0.0})
+    assert webhooks.check_disk(db, off) is None
+    everything = _settings(tmp_path).model_copy(update={"disk_low_percent": 100.0})  # any used volume is below
+    note = webhooks.check_disk(db, everything)
+    assert note is not None and note.kind == "disk.low"
+    with pytest.raises(ValueError, match="disk_low_percent"):
+        Settings(home=tmp_path, disk_low_percent=101)
+
+
 def test_a_deployment_that_goes_down_notifies(db: Database, tmp_path: Path) -> None:
     """A remote deployment answering /v1/models is healthy; once its server stops, the next check marks it
     unhealthy and everyone hears about it."""

@@ -26,7 +26,6 @@ READ = frozenset(
         "new_form",
         "ask_delete",
         "aliases_validate",
-        "finetune_curate_preview",
         "finetune_curate_pipeline",
         "finetune_lineage",
         "do_lineage",
@@ -133,6 +132,7 @@ READ = frozenset(
 )
 CHAT = frozenset(
     [
+        "finetune_curate_preview",  # a judged quality step runs a model
         "playground_generate",
         "generate",
         "playground_prompt",

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from components.common import handle_errors
 from studio.context import AppContext
 from studio.curation.augment import AugmentConfig, submit_augment
+from studio.curation.judge import engine_chat
 from studio.curation.lineage import dataset_lineage, lineage_figure
 from studio.curation.pipeline import (
     CurationPipeline,
@@ -26,7 +27,7 @@ from studio.curation.pipeline import (
     save_pipeline,
     token_counter,
 )
-from studio.curation.steps import STEP_KINDS
+from studio.curation.steps import STEP_KINDS, StepContext
 from studio.training.service import LATEST, TokenizerCache, version_choices
 
 STEP_COLUMNS = ["Step", "Rows in", "Rows out", "Changed", "Dropped", "Why"]
@@ -234,6 +235,10 @@ def create_curate_panel(ctx: AppContext, tokenizers: TokenizerCache) -> dict[str
             return token_counter(settings, pipeline.tokenizer_model, tokenizers)
         return None
 
+    def _context(pipeline: CurationPipeline) -> StepContext | None:
+        # a judged quality step asks its model through this studio's engines (loaded on first use)
+        return StepContext(chat=engine_chat(ctx.engines)) if pipeline.needs_judge() else None
+
     def _shown(result: CurationResult, head: str) -> tuple[Any, ...]:
         return (
             head + "\n\n```\n" + result.summary() + "\n```",
@@ -247,16 +252,23 @@ def create_curate_panel(ctx: AppContext, tokenizers: TokenizerCache) -> dict[str
     @handle_errors
     def do_preview(name: str, ver: str | None, text: str, rows: float, progress: gr.Progress = gr.Progress()) -> Any:  # noqa: B008
         pipeline = _pipeline(text)
-        progress(0, desc="running the steps on a sample")
-        result = preview(ctx.datasets, name or "", pipeline, _version(ver), int(rows), _counter(pipeline))
+        judged = " (the judge grades each row)" if pipeline.needs_judge() else ""
+        progress(0, desc=f"running the steps on a sample{judged}")
+        result = preview(
+            ctx.datasets, name or "", pipeline, _version(ver), int(rows), _counter(pipeline), context=_context(pipeline)
+        )
         kept = f"**Preview** of `{pipeline.name}` on {result.rows_in} of {result.total} rows: {len(result.kept)} kept."
         return _shown(result, kept)
 
     @handle_errors
     def do_run(name: str, ver: str | None, text: str, target: str, progress: gr.Progress = gr.Progress()) -> Any:  # noqa: B008
         pipeline = _pipeline(text)
-        progress(0, desc="running the steps on every row")
-        outcome = curate(ctx.datasets, name or "", pipeline, _version(ver), target or None, _counter(pipeline))
+        judged = " (the judge grades each row)" if pipeline.needs_judge() else ""
+        progress(0, desc=f"running the steps on every row{judged}")
+        outcome = curate(
+            ctx.datasets, name or "", pipeline, _version(ver), target or None, _counter(pipeline),
+            context=_context(pipeline),
+        )  # fmt: skip
         made = outcome.import_result
         new = f"`{made.dataset.name}` v{made.version.number}"
         head = (

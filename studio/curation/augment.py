@@ -313,6 +313,13 @@ def _check_filter(pipeline: CurationPipeline | None) -> None:
             "counts them)",
             param="filter.tokenizer_model",
         )
+    if pipeline is not None and pipeline.needs_judge():
+        i = pipeline.judge_steps()[0]
+        raise ValidationError(
+            f"filter.steps[{i}].judge_model: the filter after generation cannot ask a judge; curate the new version "
+            "with the judge instead",
+            param=f"filter.steps[{i}].judge_model",
+        )
 
 
 def prepare_augment(config: AugmentConfig, settings: Settings, db: Database) -> AugmentConfig:

@@ -7,7 +7,8 @@
 ``PIPELINE`` is a YAML file (in the current folder, under STUDIO_HOME or the shipped ``configs/curation/``) or
 the name of a saved or shipped pipeline. ``curate`` prints each step's counts and the version it made;
 ``--preview`` runs on a sample (``--sample``, default 50) and prints the dropped rows and duplicate clusters
-without writing anything. ``--save`` also keeps the pipeline under ``STUDIO_HOME/pipelines``.
+without writing anything. ``--save`` also keeps the pipeline under ``STUDIO_HOME/pipelines``. A ``quality`` step
+with a ``judge_model`` loads that model here, in this process, and asks it once per row.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from studio.curation.pipeline import (
     preview,
     save_pipeline,
 )
-from studio.curation.steps import describe_row
+from studio.curation.steps import StepContext, describe_row
 from studio.errors import ValidationError
 from studio.paths import confine
 from studio.settings import CONFIG_DIR, Settings
@@ -83,6 +84,9 @@ def _print_result(result: CurationResult, *, examples: bool) -> None:
     _table(rows)
     of = f" (a sample of {result.total})" if result.sampled else ""
     print(f"kept {len(result.kept)} of {result.rows_in} rows{of}")
+    for r in result.reports:
+        if "judge_model" in r.details:
+            print(r.summary())
     if not examples:
         return
     for r in result.reports:
@@ -108,20 +112,35 @@ def cmd_data_curate(args: argparse.Namespace) -> int:
     pipeline = read_pipeline_arg(args.pipeline, settings)
     # Presidio warns once per analysed text about spaCy labels it does not map (CARDINAL ...): noise in a table
     logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
-    store = _store(settings)
+    if not pipeline.needs_judge():
+        return _curate(args, settings, pipeline, _store(settings), None)
+    # a quality step grades rows with a judge model: the studio's engines, in this process
+    from studio.context import AppContext
+    from studio.curation.judge import engine_chat
+
+    app = AppContext.create(settings)
+    try:
+        return _curate(args, settings, pipeline, app.datasets, StepContext(chat=engine_chat(app.engines)))
+    finally:
+        app.close()
+
+
+def _curate(
+    args: argparse.Namespace, settings: Settings, pipeline: CurationPipeline, store: Any, context: StepContext | None
+) -> int:
     if args.save:
         path = save_pipeline(settings, pipeline)
         if not args.json:
             print(f"saved pipeline '{pipeline.name}' to {path}")
     if args.preview:
-        result = preview(store, args.dataset, pipeline, args.version, args.sample or DEFAULT_SAMPLE)
+        result = preview(store, args.dataset, pipeline, args.version, args.sample or DEFAULT_SAMPLE, context=context)
         if args.json:
             print(json.dumps({"pipeline": pipeline.name, **result.to_dict()}, indent=2, ensure_ascii=False))
             return 0
         print(f"preview of pipeline '{pipeline.name}' on '{args.dataset}' — nothing is written")
         _print_result(result, examples=True)
         return 0
-    outcome = curate(store, args.dataset, pipeline, args.version, args.into)
+    outcome = curate(store, args.dataset, pipeline, args.version, args.into, context=context)
     imported = outcome.import_result
     v = imported.version
     if args.json:

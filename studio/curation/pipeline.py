@@ -11,14 +11,21 @@ A pipeline file::
         min_chars: 20
       - step: dedupe
         threshold: 0.85
+      - step: quality                 # heuristics blended with an LLM judge's 1-10 grade
+        judge_model: default
+        judge_weight: 0.5
+        min_score: 0.4
 
 Its life: :func:`load_pipeline` validates the text (an error names the field: ``steps[2].threshold: ...``);
 :func:`preview` runs it on a sample of a version and writes nothing; :func:`curate` runs it on every row and
 stores the rows kept as a new version (``source="curate"``) whose lineage records the source version, the
 pipeline with every parameter, and each step's counts — or refuses, before anything is written, when no row
-would be left. Versions are content-addressed, so a run that changes nothing returns the source version
-(``created=False``). Pipelines are saved under ``STUDIO_HOME/pipelines/<name>.yaml``; the examples shipped in
-``configs/curation/`` are listed and read too, and a saved pipeline of the same name takes their place.
+would be left. A ``quality`` step with a ``judge_model`` asks that model through the ``chat`` function of the
+:class:`~studio.curation.steps.StepContext` the caller passes (``studio.curation.judge.engine_chat``); without one
+the run is refused before any step runs, and a judge that fails stops the run, again before anything is written.
+Versions are content-addressed, so a run that changes nothing returns the source version (``created=False``).
+Pipelines are saved under ``STUDIO_HOME/pipelines/<name>.yaml``; the examples shipped in ``configs/curation/`` are
+listed and read too, and a saved pipeline of the same name takes their place.
 
 A dataset over ``STUDIO_MAX_UPLOAD_BYTES`` (the largest upload the studio takes) is refused: every row is held
 in memory while the steps run.
@@ -39,7 +46,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_core import ErrorDetails
 
-from studio.curation.steps import STEP_KINDS, Row, StepConfig, StepContext, StepReport, run_step
+from studio.curation.judge import no_chat_error
+from studio.curation.steps import STEP_KINDS, QualityConfig, Row, StepConfig, StepContext, StepReport, run_step
 from studio.datasets.schemas import DatasetVersionPublic, ImportResult, size_label
 from studio.errors import NotFoundError, PayloadTooLargeError, ValidationError
 from studio.files import write_text_atomic
@@ -84,6 +92,14 @@ class CurationPipeline(BaseModel):
     def needs_tokens(self) -> bool:
         """Whether an enabled step counts tokens."""
         return any(s.enabled and s.needs_tokens() for s in self.steps)
+
+    def judge_steps(self) -> list[int]:
+        """Indices of the enabled ``quality`` steps that ask a judge model (then the run needs a chat function)."""
+        return [i for i, s in enumerate(self.steps) if s.enabled and isinstance(s, QualityConfig) and s.uses_judge()]
+
+    def needs_judge(self) -> bool:
+        """Whether an enabled step asks a judge model."""
+        return bool(self.judge_steps())
 
 
 # -- YAML --------------------------------------------------------------------------------------------------------
@@ -203,8 +219,10 @@ def run_steps(
 ) -> CurationResult:
     """Run every enabled step of ``pipeline`` over ``rows`` (or a seeded random ``sample`` of them) in memory.
 
-    Raises ``ValidationError`` (``param="tokenizer_model"``) when a step counts tokens and no ``count_tokens`` is
-    given. ``context`` supplies a PII analyzer or toxicity scorer other than the safety layer's defaults.
+    Raises ``ValidationError`` before any step runs when a step counts tokens and no ``count_tokens`` is given
+    (``param="tokenizer_model"``), or a ``quality`` step asks a judge model and ``context`` has no ``chat``
+    (``param="steps[i].judge_model"``). ``context`` also supplies a PII analyzer or toxicity scorer other than the
+    safety layer's defaults.
     """
     needing = [i for i, s in enumerate(pipeline.steps) if s.enabled and s.needs_tokens()]
     if needing and count_tokens is None and (context is None or context.count_tokens is None):
@@ -213,6 +231,11 @@ def run_steps(
             "whose tokenizer counts them)",
             param="tokenizer_model",
         )
+    judging = pipeline.judge_steps()
+    if judging and (context is None or context.chat is None):
+        step = pipeline.steps[judging[0]]
+        model = step.judge_model if isinstance(step, QualityConfig) else None
+        raise no_chat_error(str(model), f"steps[{judging[0]}].judge_model")
     current = sample_rows(rows, sample)
     result = CurationResult(kept=[], reports=[], rows_in=len(current), total=len(rows))
     ctx = context or StepContext()

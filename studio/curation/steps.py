@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from studio.curation.judge import DEFAULT_RUBRIC, JudgeChat
 from studio.datasets.formats import RowProblem, check_canonical, kind_of
 from studio.errors import BackendUnavailableError, ValidationError
 from studio.safety.policy import DEFAULT_PII_ENTITIES, SAFETY_CONFIG_DIR, SUPPORTED_PII_ENTITIES
@@ -121,6 +122,11 @@ class StepReport:
             parts.append(f"changed {self.changed}")
         why = ", ".join(f"{k} {v}" for k, v in sorted(self.reasons.items(), key=lambda kv: -kv[1]))
         tail = f" ({'; '.join(parts)}: {why})" if parts and why else (f" ({'; '.join(parts)})" if parts else "")
+        if "judge_model" in self.details:
+            d = self.details
+            mean = f", mean grade {d['judge_mean']:g}/10" if d.get("judge_mean") is not None else ""
+            none = f", no grade in {d['judge_no_score']} replies" if d.get("judge_no_score") else ""
+            tail += f"; judge {d['judge_model']}: {d['judged']} rows graded{mean}{none}"
         return f"{self.step}: {self.rows_in} → {self.rows_out}{tail}"
 
 
@@ -137,12 +143,15 @@ class StepOutcome:
 
 @dataclass
 class StepContext:
-    """What steps may use besides their config: a token counter (``length`` in tokens), and the safety layer's
-    PII analyzer and toxicity scorer (built on first use when not given)."""
+    """What steps may use besides their config: a token counter (``length`` in tokens), the safety layer's PII
+    analyzer and toxicity scorer (built on first use when not given), and a chat function that asks a judge model
+    (``quality`` with a ``judge_model``): ``chat(model, prompt, max_tokens) -> reply`` —
+    :func:`studio.curation.judge.engine_chat` in the studio, a fake in tests."""
 
     count_tokens: Callable[[str], int] | None = None
     pii_analyzer: PiiAnalyzer | None = None
     toxicity_scorer: ToxicityScorer | None = None
+    chat: JudgeChat | None = None
     #: where the step sits in its pipeline, for error messages (``steps[2].max_tokens``)
     index: int = 0
 
@@ -593,7 +602,8 @@ class DedupeConfig(StepConfigBase):
 
 class QualityConfig(StepConfigBase):
     """A 0-1 quality score per row from the heuristics (reply length, repetition, symbols, refusal, echo),
-    combined by weight; cut rows below a score and/or sort the best first."""
+    combined by weight, optionally blended with an LLM judge's 1-10 grade; cut rows below a score and/or sort the
+    best first."""
 
     step: Literal["quality"] = "quality"
     min_score: float = Field(0.0, ge=0.0, le=1.0, description="Lowest score (0-1) a kept row may have (0: keep all).")
@@ -606,6 +616,37 @@ class QualityConfig(StepConfigBase):
     symbols_weight: float = Field(1.0, ge=0.0, le=10.0, description="Weight of 1 - symbol share.")
     refusal_weight: float = Field(1.0, ge=0.0, le=10.0, description="Weight of 'the reply does not refuse'.")
     echo_weight: float = Field(1.0, ge=0.0, le=10.0, description="Weight of 'the reply does not repeat the prompt'.")
+    judge_model: str | None = Field(
+        None,
+        max_length=512,
+        description="A model that grades each row 1-10 against the rubric: a user alias, a registry id, 'default' "
+        "or a deployment's alias deploy:<name> (empty: the heuristics alone). It is asked once per row, greedily.",
+    )
+    rubric: str = Field(
+        DEFAULT_RUBRIC,
+        min_length=1,
+        max_length=4000,
+        description="What the judge is told makes a good example; the row and a request for one number from 1 "
+        "to 10 follow it.",
+    )
+    judge_weight: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Share of the judge in the score (0-1): score = (1 - w) * heuristics + w * (grade - 1) / 9. "
+        "0 does not ask the judge; a row whose reply holds no grade keeps its heuristic score.",
+    )
+    judge_max_tokens: int = Field(
+        16, ge=8, le=64, description="Most tokens the judge may write per row (8-64); the first 1-10 number counts."
+    )
+
+    @field_validator("judge_model", mode="before")
+    @classmethod
+    def _judge_name(cls, v: Any) -> Any:
+        # an emptied form field or `judge_model: ""` means no judge, as leaving it out does
+        if isinstance(v, str):
+            return v.strip() or None
+        return v
 
     @model_validator(mode="after")
     def _some_weight(self) -> QualityConfig:
@@ -614,6 +655,10 @@ class QualityConfig(StepConfigBase):
         ):
             raise ValueError("at least one weight must be above 0")
         return self
+
+    def uses_judge(self) -> bool:
+        """Whether rows are sent to a judge model (a ``judge_model`` with a ``judge_weight`` above 0)."""
+        return self.judge_model is not None and self.judge_weight > 0
 
 
 # -- the steps ---------------------------------------------------------------------------------------------------
@@ -936,12 +981,54 @@ def quality_score(row: Mapping[str, Any], config: QualityConfig, refusals: Calla
     return round(sum(w * s for w, s in parts) / total, 4)
 
 
+def _judge(
+    rows: Sequence[Row], config: QualityConfig, context: StepContext, heuristic: Sequence[float]
+) -> tuple[list[float], dict[str, Any]]:
+    """Ask the judge model to grade each row; the combined scores and the report's judge figures."""
+    from studio.curation import judge
+
+    model, param = str(config.judge_model), context.param("judge_model")
+    if context.chat is None:
+        raise judge.no_chat_error(model, param)
+    grades: list[int | None] = []
+    listed: list[dict[str, Any]] = []
+    scores: list[float] = []
+    for i, row in enumerate(rows):
+        reply = judge.ask(context.chat, model, judge.judge_prompt(row, config.rubric), config.judge_max_tokens, param)
+        grade = judge.parse_score(reply)
+        grades.append(grade)
+        scores.append(judge.combine(heuristic[i], grade, config.judge_weight))
+        if len(listed) < judge.LISTED_JUDGE_SCORES:
+            flat = " ".join(reply.split())
+            listed.append(
+                {"row": i, "judge": grade, "heuristic": heuristic[i], "score": scores[-1],
+                 "reply": flat[: judge.REPLY_CHARS]}
+            )  # fmt: skip
+    given = [g for g in grades if g is not None]
+    details: dict[str, Any] = {
+        "judge_model": model,
+        "judged": len(rows),
+        "judge_no_score": len(rows) - len(given),
+        "judge_mean": round(sum(given) / len(given), 2) if given else None,
+        "judge_scores": listed,
+    }
+    if len(given) < len(rows):
+        log.info("quality: the judge %r gave no score for %d of %d rows", model, len(rows) - len(given), len(rows))
+    return scores, details
+
+
 def run_quality(rows: list[Row], config: QualityConfig, context: StepContext) -> StepOutcome:
-    """Score every row; drop those below ``min_score``; sort best first when ``sort``."""
+    """Score every row (the heuristics, blended with the judge model's grade when one is set); drop those below
+    ``min_score``; sort best first when ``sort``. The report's details give the score range and, with a judge,
+    its model, the rows it graded, their mean grade, how many replies held no grade (``judge_no_score``: those rows
+    keep their heuristic score) and each row's figures (``judge_scores``, the first 50 rows)."""
     from studio.safety.audit_metrics import RefusalDetector
 
     detector = RefusalDetector(tuple(_fold(p).strip() for p in shipped_refusal_phrases()))
     scores = [quality_score(row, config, detector.is_refusal) for row in rows]
+    judged: dict[str, Any] = {}
+    if config.uses_judge():
+        scores, judged = _judge(rows, config, context, scores)
     tally = _Tally(config, len(rows))
     kept_scores: list[float] = []
     order = sorted(range(len(rows)), key=lambda i: -scores[i]) if config.sort else range(len(rows))
@@ -958,6 +1045,7 @@ def run_quality(rows: list[Row], config: QualityConfig, context: StepContext) ->
         )
     if config.sort:
         outcome.report.details["sorted"] = True
+    outcome.report.details.update(judged)
     return outcome
 
 

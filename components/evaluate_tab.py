@@ -14,6 +14,7 @@ from components.evaluate.experiments_panel import create_experiments_panel
 from components.evaluate.plugins_panel import create_plugins_panel
 from components.evaluate.results_panel import create_results_panel
 from components.evaluate.run_panel import create_run_panel
+from components.evaluate.sweeps_panel import create_sweeps_panel
 from studio.context import AppContext
 from studio.errors import StudioError
 from studio.evaluation.results import latest_run_id
@@ -31,6 +32,7 @@ def create_evaluate_tab(ctx: AppContext) -> dict[str, Any]:
                 results = create_results_panel(ctx, run["job_id"])
             with gr.Tab("Experiments", id=EXPERIMENTS, elem_id="evaluate-tab-experiments") as exp_tab:
                 experiments = create_experiments_panel(ctx)
+                sweeps = create_sweeps_panel(ctx)
             with gr.Tab("Metrics & plugins", id=PLUGINS, elem_id="evaluate-tab-plugins") as plugins_tab:
                 plugins = create_plugins_panel(ctx)
         # Inside the tab, not after it: a component between two tabs of the top bar shifts the next tab's
@@ -71,6 +73,7 @@ def create_evaluate_tab(ctx: AppContext) -> dict[str, Any]:
         ).then(results["refresh_runs_fn"], None, [results["runs"]], api_visibility="private")
     tab.select(run["refresh_fn"], run["refresh_inputs"], run["refresh_outputs"], api_visibility="private")
     exp_tab.select(experiments["page_load_fn"], None, experiments["page_load_outputs"], api_visibility="private")
+    exp_tab.select(sweeps["page_load_fn"], None, sweeps["page_load_outputs"], api_visibility="private")
     plugins_tab.select(plugins["load_fn"], None, plugins["load_outputs"], api_visibility="private")
 
     root = Context.root_block
@@ -81,4 +84,11 @@ def create_evaluate_tab(ctx: AppContext) -> dict[str, Any]:
 
         root.load(page_load, None, [results["runs"], run["job_id"]], api_visibility="private")
         root.load(plugins["load_fn"], None, plugins["load_outputs"], api_visibility="private")
-    return {"job_id": run["job_id"], "run": run, "results": results, "experiments": experiments, "plugins": plugins}
+    return {
+        "job_id": run["job_id"],
+        "run": run,
+        "results": results,
+        "experiments": experiments,
+        "sweeps": sweeps,
+        "plugins": plugins,
+    }

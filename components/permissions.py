@@ -28,6 +28,8 @@ READ = frozenset(
         "aliases_validate",
         "finetune_curate_pipeline",
         "finetune_lineage",
+        "evaluate_sweeps",
+        "evaluate_sweep",
         "do_lineage",
         "aliases_export",
         "adapters_list",

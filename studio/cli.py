@@ -311,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     from studio.jobs.cli import register as register_jobs
 
     register_jobs(sub)  # `studio worker` and `studio jobs submit|list|show|cancel|resume`
+    from studio.jobs.sweeps_cli import register as register_sweeps
+
+    register_sweeps(sub)  # `studio sweep submit FILE [--dry-run]|list|show ID|cancel ID`
     from studio.evaluation.cli import register as register_eval
 
     register_eval(sub)  # `studio eval run|show|list|plugins|compare`

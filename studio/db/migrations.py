@@ -35,6 +35,7 @@ from studio.db.tables import (
     JobMetric,
     RequestLog,
     SchemaVersion,
+    Sweep,
 )
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,13 @@ def _monitoring_and_notifications(conn: Connection) -> None:
     SQLModel.metadata.create_all(conn, tables=tables)
 
 
+def _sweeps(conn: Connection) -> None:
+    SQLModel.metadata.create_all(conn, tables=[Sweep.__table__])  # type: ignore[attr-defined]
+    # a database created from scratch got the column (and its index) from migration 3's current table definition
+    _add_column(conn, "job", "sweep_id", "VARCHAR(32)")
+    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_job_sweep_id ON job (sweep_id)"))
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "request log", _initial),
     Migration(2, "playground conversations", _conversations),
@@ -152,6 +160,7 @@ MIGRATIONS: list[Migration] = [
     Migration(
         10, "job resource samples, notifications, their readers and webhook deliveries", _monitoring_and_notifications
     ),
+    Migration(11, "sweeps: grid and random searches over a job config; the sweep of each job", _sweeps),
 ]
 
 

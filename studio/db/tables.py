@@ -166,6 +166,7 @@ class Job(SQLModel, table=True):
     archived: bool = False
     owner_id: str | None = Field(default=None, index=True, max_length=32)  # migration 9: who submitted it
     private: bool = False  # migration 9: only its owner (and admins) see it
+    sweep_id: str | None = Field(default=None, index=True, max_length=32)  # migration 11: the sweep it belongs to
 
 
 class JobMetric(SQLModel, table=True):
@@ -179,3 +180,28 @@ class JobMetric(SQLModel, table=True):
     epoch: float | None = None
     values: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class Sweep(SQLModel, table=True):
+    """A grid or random search over a job config: its trials are ``job`` rows carrying its id (``Job.sweep_id``).
+
+    ``spec`` holds the validated ``studio.jobs.sweeps.SweepSpec`` as submitted; ``metric`` and ``mode`` rank the
+    runs. The sweep's state is read from its jobs; ``message`` says why the queued rest was cancelled (a failure
+    with ``continue_on_error`` false, the ``max_hours`` budget, or the user), ``stopped_at`` when.
+    """
+
+    __tablename__ = "sweep"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    name: str = Field(index=True, max_length=80)
+    kind: str = Field(max_length=32)  # the job kind of every trial
+    method: str = Field(max_length=16)  # grid | random
+    metric: str = Field(max_length=100)
+    mode: str = Field(max_length=8)  # min | max
+    spec: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    stopped_at: datetime | None = None
+    cancelled: bool = False  # the user cancelled it (else a stop was the budget's or a failure's)
+    message: str = Field(default="")
+    owner_id: str | None = Field(default=None, index=True, max_length=32)
+    private: bool = False

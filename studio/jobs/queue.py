@@ -164,6 +164,29 @@ def submit(
 ) -> Job:
     """Queue a new job after validating ``config`` with its kind's model; returns the stored row.
 
+    The checks and the row are :func:`build_job`'s; this stores it.
+    """
+    job = build_job(db, kind, config, name, priority, not_before, device, tags, settings, private)
+    with db.session() as session:
+        session.add(job)
+    return _normalised(job)
+
+
+def build_job(
+    db: Database,
+    kind: str,
+    config: dict[str, Any],
+    name: str = "",
+    priority: int | None = None,
+    not_before: datetime | None = None,
+    device: str = "cpu",
+    tags: Sequence[str] = (),
+    settings: Settings | None = None,
+    private: bool = False,
+) -> Job:
+    """The ``queued`` row :func:`submit` stores, built and checked but not stored (a sweep stores all its jobs in
+    one transaction).
+
     With ``settings``, the kind's ``prepare`` hook also checks the config against this studio (the dataset
     exists, the base model resolves) and pins what it refers to (the dataset version and its hash).
 
@@ -210,9 +233,7 @@ def submit(
         tags=list(tags),
         message="queued" if when is None else f"queued; not before {when.isoformat(timespec='seconds')}",
     )
-    with db.session() as session:
-        session.add(job)
-    return _normalised(job)
+    return job
 
 
 def get_job(db: Database, job_id: str) -> Job:
@@ -381,6 +402,7 @@ def _transition(
 
 
 def _job_ended(db: Database, job_id: str) -> None:
+    import studio.jobs.sweeps  # registers its hook: a sweep's budget and continue_on_error
     import studio.notifications.service  # noqa: F401  (registers its hook: a notification per ended job)
 
     try:

@@ -95,7 +95,7 @@ def test_cancel_and_resume(home: Path, tmp_path: Path) -> None:
         ("kind: selftest\nsteps: -1\n", "steps: Input should be greater than or equal to 1"),
         ("kind: selftest\nsteps: [1\n", "not valid YAML (line 3"),
         ("- a list\n", "must be a YAML mapping"),
-        ("kind: nonsense\n", "unknown job kind 'nonsense'; known kinds: audit, download, dpo, eval, "),
+        ("kind: nonsense\n", "unknown job kind 'nonsense'; known kinds: audit, augment, download, dpo, eval, "),
     ],
 )
 def test_bad_configs_exit_non_zero_with_a_message_and_queue_nothing(

@@ -225,6 +225,17 @@ def create_wizard_panel(ctx: AppContext) -> dict[str, Any]:
                 number("checkpoint_every_steps", "Checkpoint every N steps", integer=True)
                 number("logging_steps", "Log every N steps", integer=True)
                 number("seed", "Seed", integer=True)
+            gr.Markdown("#### Multi-GPU training")
+            with gr.Row():
+                widgets["strategy"] = gr.Dropdown(
+                    list(specs["strategy"].choices),
+                    value=initial["strategy"],
+                    label="Strategy",
+                    info=info("strategy"),
+                    elem_id="finetune-strategy",
+                )
+                number("num_processes", "Processes", integer=True, extra=" 0 works as empty.")
+                check("cpu_offload", "CPU offload")
             with gr.Row():
                 back3 = gr.Button("← Back", elem_id="finetune-back-3", scale=1)
                 gr.Column(scale=3)

@@ -23,7 +23,7 @@ from typing import Any, Literal, get_args
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from studio.errors import ValidationError
 from studio.settings import BUNDLED_MODEL_ID, CONFIG_DIR
@@ -34,6 +34,13 @@ log = logging.getLogger(__name__)
 Method = Literal["lora", "qlora", "prefix", "adapter", "full", "kto"]
 METHODS: tuple[Method, ...] = get_args(Method)
 LrScheduler = Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial"]
+Strategy = Literal["auto", "ddp", "deepspeed_zero2", "deepspeed_zero3", "fsdp"]
+STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
+#: strategies that shard the model or its optimizer state over the processes (CUDA only, run time)
+SHARDED_STRATEGIES: tuple[Strategy, ...] = ("deepspeed_zero2", "deepspeed_zero3", "fsdp")
+#: methods the sharded strategies are offered for (DDP runs every method): PEFT documents LoRA/QLoRA with
+#: DeepSpeed and FSDP, and leaves prompt-learning methods (prefix) out of its FSDP support
+SHARDED_METHODS: tuple[Method, ...] = ("lora", "qlora", "full")
 FINETUNE_CONFIG_DIR = CONFIG_DIR / "finetune"
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -162,6 +169,27 @@ class FinetuneConfig(BaseModel):
     seed: int = Field(
         42, ge=0, le=2**32 - 1, description="Random seed for shuffling and initialisation (0-4294967295)."
     )
+    strategy: Strategy = Field(
+        "auto",
+        description="How training uses several processes: auto (one process on CPU or one GPU, DDP over every "
+        "visible GPU when there are several), ddp (a full model copy per process, gradients averaged; on CPU with "
+        "num_processes 2 or more, CPU processes over gloo), deepspeed_zero2 (DeepSpeed ZeRO-2: optimizer state and "
+        "gradients sharded), deepspeed_zero3 (ZeRO-3: weights sharded too), fsdp (PyTorch FSDP, weights sharded). "
+        "DeepSpeed and FSDP need CUDA GPUs and the lora, qlora or full method. Settings: "
+        "configs/distributed/<strategy>.yaml.",
+    )
+    num_processes: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="Training processes (1-1024), one per GPU; empty = every visible GPU (one process without a "
+        "GPU). Without a GPU, 2 or more runs DDP over that many CPU processes.",
+    )
+    cpu_offload: bool = Field(
+        False,
+        description="Keep optimizer state (ZeRO-3 and FSDP: the weights too) in CPU memory between uses: larger "
+        "models fit on the GPUs, steps are slower. Only with strategy deepspeed_zero2, deepspeed_zero3 or fsdp.",
+    )
 
     # -- step 4: schedule ----------------------------------------------------------------------------------
     priority: int = Field(
@@ -189,8 +217,40 @@ class FinetuneConfig(BaseModel):
             return data  # the Literal check reports it with the allowed values
         return {**specs[method].defaults, **data}
 
+    @field_validator("strategy")
+    @classmethod
+    def _strategy_fits_method(cls, strategy: Strategy, info: ValidationInfo) -> Strategy:
+        problem = _strategy_problem(info.data.get("method"), strategy, None, False)
+        if problem is not None:
+            raise ValueError(problem[1])
+        return strategy
+
+    @field_validator("num_processes")
+    @classmethod
+    def _processes_fit_strategy(cls, num_processes: int | None, info: ValidationInfo) -> int | None:
+        if "strategy" not in info.data:  # the strategy itself was wrong and is reported on its own
+            return num_processes
+        problem = _strategy_problem(None, info.data["strategy"], num_processes, False)
+        if problem is not None:
+            raise ValueError(problem[1])
+        return num_processes
+
+    @field_validator("cpu_offload")
+    @classmethod
+    def _offload_fits_strategy(cls, cpu_offload: bool, info: ValidationInfo) -> bool:
+        if "strategy" not in info.data:
+            return cpu_offload
+        problem = _strategy_problem(info.data.get("method"), info.data["strategy"], None, cpu_offload)
+        if problem is not None:
+            raise ValueError(problem[1])
+        return cpu_offload
+
     @model_validator(mode="after")
     def _check_combinations(self) -> FinetuneConfig:
+        # the field validators name the field; this catches what an assignment changed afterwards (method)
+        problem = _strategy_problem(self.method, self.strategy, self.num_processes, self.cpu_offload)
+        if problem is not None:
+            raise ValueError(problem[1])
         if self.early_stopping_patience > 0 and self.validation_split == 0:
             raise ValueError(
                 "early_stopping_patience needs eval loss: set validation_split above 0 or early_stopping_patience to 0"
@@ -222,6 +282,37 @@ class FinetuneConfig(BaseModel):
     def method_params(self) -> dict[str, Any]:
         """The parameters of the chosen method only (for display and lineage)."""
         return {name: getattr(self, name) for name in method_specs()[self.method].params}
+
+
+def _strategy_problem(
+    method: str | None, strategy: str, num_processes: int | None, cpu_offload: bool
+) -> tuple[str, str] | None:
+    """What is wrong with this method / strategy / processes / offload combination, as ``(field, message)``, or
+    None. Only what holds on every machine; what depends on the GPUs there is checked when the job starts
+    (:func:`studio.training.launch.plan_launch`)."""
+    sharded = strategy in SHARDED_STRATEGIES
+    if sharded and method is not None and method not in SHARDED_METHODS:
+        return "strategy", (
+            f"strategy {strategy} is offered for the lora, qlora and full methods only (method is {method}); "
+            "use strategy ddp or auto for it"
+        )
+    if strategy == "ddp" and num_processes == 1:
+        return "num_processes", (
+            "num_processes 1 with strategy ddp is a single process: set num_processes to 2 or more, leave it empty "
+            "for every visible GPU, or choose strategy auto"
+        )
+    if cpu_offload and not sharded:
+        return "cpu_offload", (
+            f"cpu_offload needs strategy deepspeed_zero2, deepspeed_zero3 or fsdp (strategy is {strategy}): DDP "
+            "keeps everything on the GPUs"
+        )
+    if cpu_offload and method == "qlora" and strategy == "deepspeed_zero3":
+        # PEFT's DeepSpeed guide: ZeRO-3 + QLoRA with CPU offloading uses *more* GPU memory than without
+        return "cpu_offload", (
+            "cpu_offload with method qlora and strategy deepspeed_zero3 uses more GPU memory than without it (PEFT's "
+            "DeepSpeed guide): set cpu_offload to false, or use strategy fsdp for QLoRA with CPU offloading"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -292,6 +383,8 @@ def field_specs() -> dict[str, FieldSpec]:
             choices = METHODS
         elif name == "lr_scheduler":
             choices = get_args(LrScheduler)
+        elif name == "strategy":
+            choices = STRATEGIES
         out[name] = FieldSpec(
             name=name,
             description=info.description or "",
@@ -337,7 +430,7 @@ def _explain(error: Mapping[str, Any]) -> tuple[str, str]:
         return "config", str(error.get("msg", "invalid config")).removeprefix("Value error, ")
     where = ".".join(loc)
     message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
-    if name in FinetuneConfig.model_fields:
+    if name in FinetuneConfig.model_fields and kind != "value_error":  # a validator's own message says it all
         low, high = _bounds(name)
         if low is not None or high is not None:
             strict_low = any(getattr(m, "gt", None) is not None for m in FinetuneConfig.model_fields[name].metadata)
@@ -405,6 +498,9 @@ _SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "checkpoint_every_steps",
             "logging_steps",
             "seed",
+            "strategy",
+            "num_processes",
+            "cpu_offload",
         ),
     ),
     ("schedule and output", ("priority", "not_before", "output_name")),

@@ -92,7 +92,7 @@ def register_artifact(settings: Settings, artifact: Path, name: str, kind: str, 
 
 def run_finetune(config: FinetuneConfig, runtime: JobRuntime) -> dict[str, Any]:
     """The job body: train as ``config`` says, reporting through ``runtime``; resumes from its checkpoint."""
-    from studio.training.launch import train_on_all_devices  # in-process on CPU / 1 GPU; accelerate launch on more
+    from studio.training.launch import train_on_all_devices  # in-process, or accelerate launch (config.strategy)
 
     settings = runtime.settings
     store = _store(settings, runtime.db)

@@ -73,6 +73,10 @@ def peft_config_for(config: FinetuneConfig) -> Any | None:
     return None
 
 
+#: strategies that shard the model's weights across ranks
+SHARDED_STRATEGIES = ("fsdp", "deepspeed_zero3")
+
+
 def quantization_config_for(config: FinetuneConfig, device: Device) -> Any | None:
     """The bitsandbytes 4-bit NF4 config for QLoRA (None for every other method)."""
     if config.method != "qlora":
@@ -88,6 +92,8 @@ def quantization_config_for(config: FinetuneConfig, device: Device) -> Any | Non
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=torch.bfloat16 if device.bf16 else torch.float32,
+        # FSDP and ZeRO-3 shard the quantized weights: they must be stored in a float dtype (PEFT's QLoRA guides)
+        bnb_4bit_quant_storage=torch.bfloat16 if config.strategy in SHARDED_STRATEGIES else torch.uint8,
     )
 
 
@@ -104,8 +110,9 @@ def load_model(config: FinetuneConfig, model_path: Path, device: Device) -> tupl
     kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if device.bf16 else torch.float32, "local_files_only": True}
     if quant is not None:
         kwargs["quantization_config"] = quant
-        # under accelerate launch each rank holds its own quantized copy on its own GPU
-        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0")) if device.name == "cuda" else "cpu"}
+        if config.strategy not in SHARDED_STRATEGIES:  # ZeRO-3/FSDP place the shards themselves (no device_map)
+            # under accelerate launch each rank holds its own quantized copy on its own GPU
+            kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0")) if device.name == "cuda" else "cpu"}
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(str(model_path), **kwargs)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -96,9 +97,17 @@ def format_duration(seconds: float) -> str:
 
 
 def _count_params(model: Any) -> tuple[int, int]:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    def size(p: Any) -> int:  # DeepSpeed ZeRO-3 leaves an empty shard in place and keeps the real size aside
+        return int(getattr(p, "ds_numel", 0) or p.numel())
+
+    trainable = sum(size(p) for p in model.parameters() if p.requires_grad)
+    total = sum(size(p) for p in model.parameters())
     return int(trainable), int(total)
+
+
+def world_size() -> int:
+    """How many training processes this run has (``accelerate launch`` sets ``WORLD_SIZE``; 1 otherwise)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 @dataclass(frozen=True)
@@ -135,11 +144,20 @@ def _build_trainer(
     from datasets import Dataset
     from transformers import PrinterCallback
 
+    has_eval = evaluate and bool(eval_rows)
+    # The arguments come before the weights: under accelerate launch they set up the process group and, with
+    # DeepSpeed ZeRO-3, the state from_pretrained reads to load the weights already sharded (FSDP likewise loads
+    # them on the first process only); made after the model, every process would load a full copy first.
+    if config.method == "kto":
+        args = kto_config_for(config, checkpoint_dir, device, has_eval=has_eval, max_steps=max_steps)
+    else:
+        args = sft_config_for(config, checkpoint_dir, device, has_eval=has_eval, max_steps=max_steps)
+    if world_size() > 1:
+        _ = args.device  # initialises torch.distributed (the accelerate state) before the weights load
     phase("loading the base model")
     started = time.perf_counter()
     model, tokenizer = load_model(config, model_path, device)
     loaded = time.perf_counter()
-    has_eval = evaluate and bool(eval_rows)
     phase(f"tokenising {_examples_text(len(train_rows), len(eval_rows) if has_eval else 0)}")
     trainer: Any
     if config.method == "kto":
@@ -147,7 +165,7 @@ def _build_trainer(
 
         trainer = KTOTrainer(
             model=model,
-            args=kto_config_for(config, checkpoint_dir, device, has_eval=has_eval, max_steps=max_steps),
+            args=args,
             train_dataset=Dataset.from_list(train_rows),
             eval_dataset=Dataset.from_list(eval_rows) if has_eval else None,
             processing_class=tokenizer,
@@ -160,7 +178,7 @@ def _build_trainer(
         check_template_renders(tokenizer, [*train_rows, *eval_rows], config.base_model)
         trainer = SFTTrainer(
             model=model,
-            args=sft_config_for(config, checkpoint_dir, device, has_eval=has_eval, max_steps=max_steps),
+            args=args,
             train_dataset=Dataset.from_list(tokenize_rows(tokenizer, train_rows)),
             eval_dataset=Dataset.from_list(tokenize_rows(tokenizer, eval_rows)) if has_eval else None,
             processing_class=tokenizer,
@@ -234,9 +252,11 @@ def train(
     resume_path = _check_resume(resume_from)
     train_rows, eval_rows = split_examples(examples, config.validation_split, config.seed, kto=config.method == "kto")
     device = pick_device()
+    processes = world_size()
+    where = f"{processes} {device.name} processes" if processes > 1 else device.name
     reporter.log(
         f"fine-tuning {config.base_model} with {spec.label} on {len(train_rows)} examples "
-        f"({len(eval_rows)} held out for eval loss) on {device.name} in {device.dtype_name}"
+        f"({len(eval_rows)} held out for eval loss) on {where} in {device.dtype_name}"
     )
     if reporter.should_stop():
         reporter.log("cancelled before training started")

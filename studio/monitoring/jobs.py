@@ -72,10 +72,15 @@ class JobSampler:
         for proc in tree:
             try:
                 with proc.oneshot():
+                    if proc.status() == psutil.STATUS_ZOMBIE:  # exited, not yet reaped: no memory, no more CPU
+                        continue
                     key = (proc.pid, proc.create_time())
                     times = proc.cpu_times()
                     used = times.user + times.system
-                    rss += proc.memory_info().rss
+                    resident = proc.memory_info().rss
+                    if resident == 0:  # it exited between the status and the memory read: a live process has pages
+                        continue
+                    rss += resident
                     if self._io_readable:
                         self._read_written(proc, key)
             except psutil.Error:  # it ended between the listing and the read
